@@ -1,0 +1,94 @@
+"""What every stage's ``main()`` shares: argument parsing, params, tracking, metrics file.
+
+A stage module defines ``STAGE`` (its DVC name), ``PARAMS`` (the dotted params keys it reads,
+equal to its ``params:`` list in dvc.yaml), ``DEPS``/``OUTS`` (default paths, equal to dvc.yaml)
+and ``run(params, inputs, outputs, tracker) -> summary``. ``stage_main`` does the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hggt import tracking
+from hggt.io import write_json
+from hggt.params import Params, ParamsError, load_params
+
+METRICS_DIR = Path("data/metrics")
+
+RunFn = Callable[[Params, Mapping[str, Path], Mapping[str, Path], tracking.Run], dict[str, Any]]
+
+
+def select(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """Resolve dotted keys (``"ingest"``, ``"extract_patches.crop_size"``) to plain values."""
+    from hggt.params import to_dict
+
+    data = to_dict(params)
+    out: dict[str, Any] = {}
+    for key in keys:
+        value: Any = data
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise KeyError(f"params key {key!r} does not exist")
+            value = value[part]
+        out[key] = value
+    return out
+
+
+def configure_threads(workers: int) -> None:
+    """One compute thread per worker when work runs in parallel (DESIGN §7)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if workers > 1:
+        import cv2
+        import torch
+
+        cv2.setNumThreads(1)
+        torch.set_num_threads(1)
+
+
+def stage_main(
+    stage: str,
+    run: RunFn,
+    params_keys: Sequence[str],
+    deps: Mapping[str, str],
+    outs: Mapping[str, str],
+    argv: Sequence[str] | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Parse ``--params``, load params, open tracking, call ``run``, write ``data/metrics/<stage>.json``."""
+    parser = argparse.ArgumentParser(prog=f"hggt {stage}", description=f"Run the {stage!r} stage.")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        params = load_params(args.params)
+    except ParamsError as exc:
+        raise SystemExit(f"{stage}: {exc}") from None
+    inputs = {k: Path(v) for k, v in deps.items()}
+    outputs = {k: Path(v) for k, v in outs.items()}
+    start = time.perf_counter()
+    with tracking.open_run(params.tracking, run_name or stage, stage, tags=tags) as tracker:
+        tracker.log_params(select(params, params_keys))
+        summary = run(params, inputs, outputs, tracker)
+        summary = {**summary, "seconds": round(time.perf_counter() - start, 3)}
+        tracker.log_metrics({k: v for k, v in summary.items() if _is_number(v)})
+    # Wall time varies run to run; DVC metrics are cache: false so this never dirties the DAG.
+    write_json(METRICS_DIR / f"{stage}.json", summary)
+    print(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return summary
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
