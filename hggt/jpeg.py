@@ -142,7 +142,7 @@ def quality_to_tables(
     scale = quality_to_scale(quality).to(dev)[..., None, None]
 
     def scaled(base: tuple[int, ...]) -> torch.Tensor:
-        b = torch.tensor(base, dtype=torch.int64, device=dev).view(8, 8)
+        b = _const(tuple(base), torch.int64, dev).view(8, 8)
         # force_baseline=TRUE in jpeg_set_quality caps entries at 255 (8-bit DQT entries).
         return torch.div(b * scale + 50, 100, rounding_mode="floor").clamp(1, 255)
 
@@ -263,6 +263,13 @@ class _DctOperands(NamedTuple):
     idct_row_t: torch.Tensor  # (inv * 2**-18).T
     idct_row_bias: torch.Tensor  # 1/2 rounding term and +512 (see _range_limit_)
     half: torch.Tensor  # 1/2 rounding term of the column passes
+
+
+@cache
+def _const(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Small constant tensors are built once per device: rebuilding them from Python lists on
+    # every call costs a host-to-device copy (and a synchronisation) each time on CUDA.
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 @cache
@@ -402,19 +409,19 @@ def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """
     b, _, h, w = rgb.shape
     f = _SCALEBITS
-    mat = torch.tensor(
-        [
-            [_fix(0.29900, f), _fix(0.58700, f), _fix(0.11400, f)],
-            [-_fix(0.16874, f), -_fix(0.33126, f), _fix(0.50000, f)],
-            [_fix(0.50000, f), -_fix(0.41869, f), -_fix(0.08131, f)],
-        ],
-        dtype=torch.float64,
-        device=rgb.device,
+    mat = _const(
+        (
+            (_fix(0.29900, f), _fix(0.58700, f), _fix(0.11400, f)),
+            (-_fix(0.16874, f), -_fix(0.33126, f), _fix(0.50000, f)),
+            (_fix(0.50000, f), -_fix(0.41869, f), -_fix(0.08131, f)),
+        ),
+        torch.float64,
+        rgb.device,
     )
-    off = torch.tensor(
-        [[_ONE_HALF], [(_CENTER << f) + _ONE_HALF - 1], [(_CENTER << f) + _ONE_HALF - 1]],
-        dtype=torch.float64,
-        device=rgb.device,
+    off = _const(
+        ((_ONE_HALF,), ((_CENTER << f) + _ONE_HALF - 1,), ((_CENTER << f) + _ONE_HALF - 1,)),
+        torch.float64,
+        rgb.device,
     )
     # Folding the >> 16 into the operands keeps everything a multiple of 2**-16 below 2**9: exact.
     scale = 1.0 / (1 << f)
@@ -519,7 +526,7 @@ def _upsample_h2v2(c: torch.Tensor, out: torch.Tensor | None = None) -> torch.Te
     o = out[:n].view(b, k, 2 * h, w, 2)
     torch.add(ph[..., :-2], ph[..., 1:-1], alpha=3, out=o[..., 0])
     torch.add(ph[..., 2:], ph[..., 1:-1], alpha=3, out=o[..., 1])
-    dither = torch.tensor([8.0, 7.0], dtype=c.dtype, device=c.device)
+    dither = _const((8.0, 7.0), c.dtype, c.device)
     return o.add_(dither).mul_(1.0 / 16).floor_().view(b, k, 2 * h, 2 * w)
 
 
