@@ -62,7 +62,9 @@ def map_items(
                 out.append(fn(item))
                 bar.update()
             return out
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_single_thread) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_single_thread
+        ) as pool:
             out = []
             for result in pool.map(fn, items):
                 out.append(result)
@@ -76,13 +78,17 @@ def _map_dask(fn: Callable[[T], R], items: list[T], cfg: Executor, bar: Any) -> 
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
-        raise RuntimeError("executor.kind: dask needs the 'dask' extra: pip install 'hggt[dask]'") from exc
+        raise RuntimeError(
+            "executor.kind: dask needs the 'dask' extra: pip install 'hggt[dask]'"
+        ) from exc
     cluster = None
     if cfg.dask_address:
         client = Client(cfg.dask_address)
     else:
         workers = worker_count(cfg, len(items))
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = Client(cluster)
     try:
         client.run(_single_thread)
@@ -94,4 +100,3 @@ def _map_dask(fn: Callable[[T], R], items: list[T], cfg: Executor, bar: Any) -> 
         client.close()
         if cluster is not None:
             cluster.close()
-

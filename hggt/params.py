@@ -152,6 +152,7 @@ class Enhance:
     degradation: EnhanceDegradation
     tile_size: int
     tile_pad: int
+    device: str
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ count, so results do not depend on parallelism or scheduling.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 Key = str | int
+T = TypeVar("T")
 
 
 def _key_entropy(key: Key) -> int:
@@ -51,3 +54,16 @@ def torch_generator_for(
     gen = torch.Generator(device=device)
     gen.manual_seed(torch_seed_for(seed, *keys))
     return gen
+
+
+def seeded_build(factory: Callable[[], T], seed: int, *keys: Key) -> T:
+    """Call ``factory`` (e.g. a module constructor) with torch's RNG seeded by (seed, *keys).
+
+    torch's layer constructors draw their initial weights (and spectral norm its u, v vectors)
+    from the global generator and accept no ``generator=`` argument; this scopes such draws to
+    a key-derived seed and restores the global generator afterwards, so an initialisation is a
+    pure function of its keys and nothing else in the process is affected.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(torch_seed_for(seed, *keys))
+        return factory()

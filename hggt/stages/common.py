@@ -21,8 +21,6 @@ from hggt.params import Params, ParamsError, load_params
 
 METRICS_DIR = Path("data/metrics")
 
-RunFn = Callable[[Params, Mapping[str, Path], Mapping[str, Path], tracking.Run], dict[str, Any]]
-
 
 def select(params: Params, keys: Sequence[str]) -> dict[str, Any]:
     """Resolve dotted keys (``"ingest"``, ``"extract_patches.crop_size"``) to plain values."""
@@ -51,22 +49,39 @@ def configure_threads(workers: int) -> None:
         torch.set_num_threads(1)
 
 
+def resolve(template: str, key: str | None, item: Mapping[str, Any] | None) -> str:
+    """Fill DVC ``foreach`` placeholders: ``${key}`` and ``${item.<field>}``."""
+    out = template.replace("${key}", key or "")
+    for k, v in (item or {}).items():
+        out = out.replace(f"${{item.{k}}}", str(v))
+    return out
+
+
 def stage_main(
     stage: str,
-    run: RunFn,
+    run: Callable[..., dict[str, Any]],
     params_keys: Sequence[str],
     deps: Mapping[str, str],
     outs: Mapping[str, str],
     argv: Sequence[str] | None = None,
-    run_name: str | None = None,
-    tags: Mapping[str, Any] | None = None,
+    items: Mapping[str, Mapping[str, Any]] | None = None,
+    run_name: Callable[[str | None], str] | None = None,
 ) -> dict[str, Any]:
-    """Parse ``--params``, load params, open tracking, call ``run``, write ``data/metrics/<stage>.json``."""
+    """Parse args, load params, open tracking, call ``run``, write ``data/metrics/<stage>.json``.
+
+    For a DVC ``foreach`` stage, ``items`` maps each key to its fields; ``--item KEY`` picks one,
+    paths and params keys are resolved for it, ``run`` receives ``item=KEY``, and the metrics
+    file is ``data/metrics/<stage>@<KEY>.json``.
+    """
     parser = argparse.ArgumentParser(prog=f"hggt {stage}", description=f"Run the {stage!r} stage.")
     parser.add_argument(
         "--params", default="params.yaml", help="params file (default: params.yaml)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    if items is not None:
+        parser.add_argument(
+            "--item", required=True, choices=sorted(items), help="which foreach item"
+        )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -76,17 +91,22 @@ def stage_main(
         params = load_params(args.params)
     except ParamsError as exc:
         raise SystemExit(f"{stage}: {exc}") from None
-    inputs = {k: Path(v) for k, v in deps.items()}
-    outputs = {k: Path(v) for k, v in outs.items()}
+    key = getattr(args, "item", None)
+    item = items[key] if items is not None else None
+    inputs = {k: Path(resolve(v, key, item)) for k, v in deps.items()}
+    outputs = {k: Path(resolve(v, key, item)) for k, v in outs.items()}
+    keys = [resolve(k, key, item) for k in params_keys]
+    full = f"{stage}@{key}" if key else stage
+    kwargs = {"item": key} if key else {}
     start = time.perf_counter()
-    with tracking.open_run(params.tracking, run_name or stage, stage, tags=tags) as tracker:
-        tracker.log_params(select(params, params_keys))
-        summary = run(params, inputs, outputs, tracker)
+    with tracking.open_run(params.tracking, run_name(key) if run_name else full, full) as tracker:
+        tracker.log_params(select(params, keys))
+        summary = run(params, inputs, outputs, tracker, **kwargs)
         summary = {**summary, "seconds": round(time.perf_counter() - start, 3)}
         tracker.log_metrics({k: v for k, v in summary.items() if _is_number(v)})
     # Wall time varies run to run; DVC metrics are cache: false so this never dirties the DAG.
-    write_json(METRICS_DIR / f"{stage}.json", summary)
-    print(f"{stage}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    write_json(METRICS_DIR / f"{full}.json", summary)
+    print(f"{full}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
     return summary
 
 

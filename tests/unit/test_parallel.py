@@ -45,6 +45,8 @@ def _boom(x: int) -> float:
 
 
 def test_dask_local_cluster_equals_local():
-    got = map_items(keyed_draw, ITEMS, Executor(kind="dask", workers=2, dask_address=""), progress=False)
+    got = map_items(
+        keyed_draw, ITEMS, Executor(kind="dask", workers=2, dask_address=""), progress=False
+    )
     assert got == map_items(keyed_draw, ITEMS, LOCAL, progress=False)
     assert np.isfinite([v for _, v in got]).all()

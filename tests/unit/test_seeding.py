@@ -54,3 +54,16 @@ def test_torch_twin():
 def test_bad_keys_rejected(bad):
     with pytest.raises((TypeError, ValueError)):
         rng_for(0, bad)
+
+
+def test_seeded_build_is_keyed_and_leaves_global_state():
+    from torch import nn
+
+    from hggt.seeding import seeded_build
+
+    before = torch.random.get_rng_state()
+    a = seeded_build(lambda: nn.Linear(4, 4), 0, "m", 1)
+    b = seeded_build(lambda: nn.Linear(4, 4), 0, "m", 1)
+    c = seeded_build(lambda: nn.Linear(4, 4), 0, "m", 2)
+    assert torch.equal(a.weight, b.weight) and not torch.equal(a.weight, c.weight)
+    assert torch.equal(torch.random.get_rng_state(), before)
