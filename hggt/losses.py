@@ -297,6 +297,10 @@ def load_vgg19(weights: str) -> VGG19Features:
     return model.freeze()
 
 
+# 1 / (255 · mean ImageNet std (0.229, 0.224, 0.225)): see PerceptualLoss.__init__.
+CAFFE_FEATURE_SCALE = 1.0 / (255.0 * (0.229 + 0.224 + 0.225) / 3.0)
+
+
 class PerceptualLoss(nn.Module):
     """Weighted sum of feature distances on VGG19 pre-ReLU layers (BasicSR ``PerceptualLoss``).
 
@@ -325,6 +329,11 @@ class PerceptualLoss(nn.Module):
         self.layer_weights = {k: float(v) for k, v in layer_weights.items()}
         self.criterion = criterion
         self._dist = criteria[criterion]
+        # Caffe-convention weights see 0–255 inputs, torchvision's see inputs divided by the
+        # ImageNet std; their features differ in scale by about 255 · 0.226 (mean std). Scaling
+        # the L1 distances back keeps `loss_perceptual: 1.0` in the paper's proportion to the L1
+        # and GAN terms (docs/deviations.md). The factor is exposed for logging.
+        self.feature_scale = CAFFE_FEATURE_SCALE if vgg.input_mode == "caffe" else 1.0
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return the scalar loss for RGB [0, 1] batches ``pred`` and ``target`` (B, 3, H, W)."""
@@ -337,7 +346,9 @@ class PerceptualLoss(nn.Module):
         total = pred.new_zeros(())
         for name, weight in self.layer_weights.items():
             total = total + weight * self._dist(pred_feats[name], target_feats[name])
-        return total
+        return (
+            total * self.feature_scale if self.criterion == "l1" else total * self.feature_scale**2
+        )
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -316,7 +316,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ParamsError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        return tuple(
+            _convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin is dict:
         if not isinstance(value, dict):
             raise ParamsError(f"{key}: expected a mapping, got {value!r}")

@@ -282,8 +282,19 @@ def test_perceptual_layer_weight_applies_to_its_own_layer(vgg):
     got = PerceptualLoss(vgg, weights)(pred, target).item()
     with torch.no_grad():
         expected = 0.7 * (_conv2_2_by_hand(vgg, pred) - _conv2_2_by_hand(vgg, target)).abs().mean()
-    assert got == pytest.approx(expected.item(), rel=1e-4)
+    # Caffe-convention features are scaled back by 1 / (255 · 0.226) (PerceptualLoss docstring).
+    assert got == pytest.approx(expected.item() / (255 * 0.226), rel=1e-4)
     assert got > 0
+
+
+def test_feature_scale_only_for_caffe_weights(vgg):
+    from hggt.losses import VGG19Features
+
+    assert PerceptualLoss(vgg, {"conv1_2": 1.0}).feature_scale == pytest.approx(1 / 57.63, rel=1e-3)
+    assert (
+        PerceptualLoss(VGG19Features(input_mode="torchvision"), {"conv1_2": 1.0}).feature_scale
+        == 1.0
+    )
 
 
 def test_perceptual_loss_is_the_weighted_sum_of_layer_terms(vgg):

@@ -1,0 +1,354 @@
+"""One GAN training loop for the enhancers (×1) and the Real-ISR models (×4).
+
+Read top to bottom: per iteration, build the batch for that iteration (a pure function of the
+seed and the iteration number), pass it through the training-pair pool, take a generator step
+(L1 + perceptual + GAN, plus any extra generator terms, e.g. the negative-GT loss), take a
+discriminator step, step the schedulers, update the EMA. Everything needed to continue —
+networks, optimisers, schedulers, EMA, pool — is checkpointed, so a killed run resumes at the
+last checkpoint and finishes with the same iteration count and the same weights.
+
+Variants are data (STYLE rule 3): no discriminator and zero perceptual/GAN weights give the
+L1-only pre-training; ``extra_g_loss`` adds terms without subclassing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import logging
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hggt.io import atomic_write_bytes
+from hggt.losses import PerceptualLoss, gan_loss, l1_loss
+from hggt.seeding import torch_generator_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """One training batch: ``lq`` input, ``gt`` target, and any aligned extra tensors.
+
+    Every tensor shares the batch dimension; all of them travel through the pool together.
+    """
+
+    lq: torch.Tensor  # (B, 3, h, w)
+    gt: torch.Tensor  # (B, 3, H, W): target for L1, perceptual and the discriminator's real input
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"lq": self.lq, "gt": self.gt, **self.extras}
+
+    @staticmethod
+    def from_tensors(t: Mapping[str, torch.Tensor]) -> Batch:
+        rest = {k: v for k, v in t.items() if k not in ("lq", "gt")}
+        return Batch(lq=t["lq"], gt=t["gt"], extras=rest)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the loop needs to know; built by a stage from its params section."""
+
+    iterations: int
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]
+    milestones: tuple[int, ...]
+    gamma: float
+    loss_l1: float
+    loss_perceptual: float
+    loss_gan: float
+    ema_decay: float = 0.0  # 0: no EMA (the enhancers, SPEC §3)
+    queue_size: int = 0  # 0: no training-pair pool
+    checkpoint_every: int = 0  # 0: only at the end
+    log_every: int = 10
+    seed: int = 0
+    name: str = "train"  # seeds the pool's shuffles; also the run's identity in checkpoints
+    amp_bf16: bool = False  # used on CUDA only
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass
+class TrainResult:
+    generator: nn.Module
+    generator_ema: nn.Module | None
+    iterations: int
+    resumed_from: int
+    last_metrics: dict[str, float]
+    seconds: float
+
+
+def auto_device(name: str) -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; anything else is taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- pool
+
+
+class PairPool:
+    """The training-pair pool (BasicSR ``_dequeue_and_enqueue``; SPEC §3 step 8, §5 step 8).
+
+    While filling, batches pass through unchanged and are stored. Once full, the pool is
+    shuffled, its first B entries are handed out and replaced by the incoming batch. The
+    shuffle for iteration ``it`` comes from a generator seeded by (seed, name, "pool", it),
+    so the pool's only state is its contents.
+    """
+
+    def __init__(self, size: int, seed: int, name: str) -> None:
+        self.size = size
+        self.seed = seed
+        self.name = name
+        self.store: dict[str, torch.Tensor] = {}
+        self.filled = 0
+
+    def __call__(self, batch: Batch, it: int) -> Batch:
+        if self.size <= 0:
+            return batch
+        t = batch.tensors()
+        b = t["lq"].shape[0]
+        if self.size % b:
+            raise ValueError(f"pool size {self.size} must be a multiple of the batch size {b}")
+        if not self.store:
+            self.store = {k: v.new_empty((self.size, *v.shape[1:])) for k, v in t.items()}
+        if self.filled < self.size:
+            for k, v in t.items():
+                self.store[k][self.filled : self.filled + b] = v.detach()
+            self.filled += b
+            return batch
+        gen = torch_generator_for(self.seed, self.name, "pool", it)
+        perm = torch.randperm(self.size, generator=gen).to(t["lq"].device)
+        out = {}
+        for k, v in t.items():
+            shuffled = self.store[k][perm]
+            out[k] = shuffled[:b].clone()
+            shuffled[:b] = v.detach()
+            self.store[k] = shuffled
+        return Batch.from_tensors(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"filled": self.filled, "store": {k: v.cpu() for k, v in self.store.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
+        self.filled = int(state["filled"])
+        self.store = {k: v.to(device) for k, v in state["store"].items()}
+
+
+# --------------------------------------------------------------------------- EMA
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema ← decay·ema + (1 − decay)·model`` for parameters; buffers are copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    # DDP and torch.compile wrap the module; checkpoints store the plain one.
+    m = getattr(m, "module", m)
+    return getattr(m, "_orig_mod", m)
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """Atomically ``torch.save`` a dict (temp file, then rename)."""
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(
+    generator: nn.Module,
+    discriminator: nn.Module | None,
+    perceptual: PerceptualLoss | None,
+    next_batch: Callable[[int], Batch],
+    cfg: LoopConfig,
+    device: torch.device,
+    checkpoint_path: Path,
+    meta: Mapping[str, Any] | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    extra_g_loss: Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]] | None = None,
+) -> TrainResult:
+    """Train ``generator`` (and ``discriminator``) for ``cfg.iterations`` iterations.
+
+    Args:
+        generator, discriminator: CPU float32 modules; moved to ``device`` here. No
+            discriminator (or ``cfg.loss_gan == 0``) trains without the adversarial term.
+        perceptual: the VGG perceptual loss, or None when ``cfg.loss_perceptual == 0``.
+        next_batch: iteration → Batch on ``device``; must be a pure function of the iteration.
+        checkpoint_path: where the resumable state lives; resumed from when it exists and its
+            ``meta`` equals ``meta``. Written every ``cfg.checkpoint_every`` iterations and at the end.
+        meta: identity of the run (config, architecture); stored in every checkpoint.
+        on_log: called every ``cfg.log_every`` iterations with the window's mean losses and lrs.
+        extra_g_loss: ``(sr, batch) -> {name: weighted loss}`` added to the generator loss.
+
+    Returns:
+        The trained generator (and its EMA), on CPU, in eval mode.
+    """
+    meta = dict(meta or {})
+    use_gan = discriminator is not None and cfg.loss_gan > 0
+    if cfg.loss_perceptual > 0 and perceptual is None:
+        raise ValueError("loss_perceptual > 0 needs a PerceptualLoss")
+    g = generator.to(device)
+    d = discriminator.to(device) if use_gan else None
+    pl = perceptual.to(device) if perceptual is not None and cfg.loss_perceptual > 0 else None
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    g = g.to(memory_format=memory_format)
+    if d is not None:
+        d = d.to(memory_format=memory_format)
+    g_ema = copy.deepcopy(g).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(cfg.milestones), cfg.gamma)
+    opt_d = (
+        torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=cfg.betas) if d is not None else None
+    )
+    sched_d = (
+        torch.optim.lr_scheduler.MultiStepLR(opt_d, list(cfg.milestones), cfg.gamma)
+        if opt_d
+        else None
+    )
+    pool = PairPool(cfg.queue_size, cfg.seed, cfg.name)
+
+    start_it = 0
+    if checkpoint_path.is_file():
+        state = load_checkpoint(checkpoint_path)
+        if state.get("meta") == meta and state.get("loop") == dataclasses.asdict(cfg):
+            g.load_state_dict(state["g"])
+            opt_g.load_state_dict(state["opt_g"])
+            sched_g.load_state_dict(state["sched_g"])
+            if d is not None:
+                d.load_state_dict(state["d"])
+                opt_d.load_state_dict(state["opt_d"])
+                sched_d.load_state_dict(state["sched_d"])
+            if g_ema is not None:
+                g_ema.load_state_dict(state["g_ema"])
+            pool.load_state_dict(state["pool"], device)
+            start_it = int(state["iteration"])
+            log.info("%s: resuming from iteration %d (%s)", cfg.name, start_it, checkpoint_path)
+        else:
+            log.warning(
+                "%s: %s belongs to another configuration; starting afresh",
+                cfg.name,
+                checkpoint_path,
+            )
+
+    def checkpoint(it: int) -> None:
+        state = {
+            "iteration": it,
+            "meta": meta,
+            "loop": dataclasses.asdict(cfg),
+            "g": _unwrap(g).state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "sched_g": sched_g.state_dict(),
+            "pool": pool.state_dict(),
+        }
+        if d is not None:
+            state.update(
+                d=_unwrap(d).state_dict(), opt_d=opt_d.state_dict(), sched_d=sched_d.state_dict()
+            )
+        if g_ema is not None:
+            state["g_ema"] = g_ema.state_dict()
+        save_checkpoint(checkpoint_path, state)
+
+    g_fwd = torch.compile(g) if cfg.compile else g
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.amp_bf16 and device.type == "cuda"
+        else nullcontext()
+    )
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    last: dict[str, float] = {}
+    started = time.perf_counter()
+    g.train()
+    if d is not None:
+        d.train()
+    for it in range(start_it, cfg.iterations):
+        batch = pool(next_batch(it), it)
+        lq = batch.lq.contiguous(memory_format=memory_format)
+        gt = batch.gt
+
+        # ---- generator step
+        if d is not None:
+            d.requires_grad_(False)
+        opt_g.zero_grad(set_to_none=True)
+        with amp:
+            sr = g_fwd(lq)  # (B, 3, H, W)
+            terms: dict[str, torch.Tensor] = {}
+            if cfg.loss_l1 > 0:
+                terms["l1"] = cfg.loss_l1 * l1_loss(sr.float(), gt)
+            if pl is not None:
+                terms["perceptual"] = cfg.loss_perceptual * pl(sr, gt)
+            if d is not None:
+                terms["gan_g"] = cfg.loss_gan * gan_loss(d(sr), True)
+            if extra_g_loss is not None:
+                terms.update(extra_g_loss(sr.float(), batch))
+            loss_g = sum(terms.values())
+        loss_g.backward()
+        opt_g.step()
+
+        # ---- discriminator step: real and fake terms backpropagated separately (SPEC §3)
+        if d is not None:
+            d.requires_grad_(True)
+            opt_d.zero_grad(set_to_none=True)
+            with amp:
+                real = gan_loss(d(gt), True)
+            real.backward()
+            with amp:
+                fake = gan_loss(d(sr.detach()), False)
+            fake.backward()
+            opt_d.step()
+            terms["d_real"] = real
+            terms["d_fake"] = fake
+            sched_d.step()
+        sched_g.step()
+        if g_ema is not None:
+            ema_update(g_ema, _unwrap(g), cfg.ema_decay)
+
+        # ---- bookkeeping without host syncs: sums stay on the device until a log step
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v.detach().float()
+        count += 1
+        done = it + 1
+        if done % cfg.log_every == 0 or done == cfg.iterations:
+            last = {k: float(v) / count for k, v in sums.items()}
+            last["lr_g"] = opt_g.param_groups[0]["lr"]
+            if opt_d is not None:
+                last["lr_d"] = opt_d.param_groups[0]["lr"]
+            if on_log is not None:
+                on_log(done, last)
+            sums, count = {}, 0
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
+            checkpoint(done)
+    if start_it < cfg.iterations or not checkpoint_path.is_file():
+        checkpoint(cfg.iterations)
+    g_out = _unwrap(g).to("cpu").eval()
+    ema_out = g_ema.to("cpu").eval() if g_ema is not None else None
+    return TrainResult(
+        g_out, ema_out, cfg.iterations, start_it, last, time.perf_counter() - started
+    )
