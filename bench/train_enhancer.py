@@ -11,6 +11,7 @@ windows of ``--window`` iterations after ``--warmup`` iterations, and peak CUDA 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -26,8 +27,8 @@ from hggt.models import build
 from hggt.params import load_params, parse_params, to_dict
 from hggt.photos import builtin_photos
 from hggt.seeding import seeded_build
-from hggt.stages.train_enhancer import ITEMS, make_batches
-from hggt.train import LoopConfig, auto_device, train
+from hggt.stages.train_enhancer import ITEMS, loop_config, make_batches
+from hggt.train import auto_device, train
 
 
 def main() -> None:
@@ -70,20 +71,12 @@ def main() -> None:
                 torch.cuda.synchronize()
             stamps.append((it, time.perf_counter()))
 
-        loop = LoopConfig(
+        loop = dataclasses.replace(
+            loop_config(cfg, 0, f"bench-{item}"),
             iterations=args.warmup + args.iterations,
-            lr_g=cfg.lr,
-            lr_d=cfg.lr,
-            betas=cfg.betas,
             milestones=(),
-            gamma=cfg.gamma,
-            loss_l1=cfg.loss_l1,
-            loss_perceptual=cfg.loss_perceptual,
-            loss_gan=cfg.loss_gan,
-            queue_size=cfg.queue_size,
+            checkpoint_every=0,
             log_every=args.window,
-            seed=0,
-            name=f"bench-{item}",
             amp_bf16=args.bf16,
         )
         if device.type == "cuda":

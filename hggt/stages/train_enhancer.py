@@ -28,7 +28,7 @@ from hggt.degrade import apply_torch, sample_batch_params
 from hggt.io import read_parquet, read_rgb, write_png
 from hggt.losses import PerceptualLoss, load_vgg19
 from hggt.models import build, save_model
-from hggt.params import Degradation, Params, to_dict
+from hggt.params import Degradation, Params, TrainEnhancer, to_dict
 from hggt.seeding import rng_for, seeded_build
 from hggt.stages.common import stage_main
 from hggt.tracking import Run
@@ -91,6 +91,27 @@ def make_batches(
     return next_batch
 
 
+def loop_config(cfg: TrainEnhancer, seed: int, name: str) -> LoopConfig:
+    """The GAN loop's settings for an enhancer (SPEC §3: same lr for G and D, no EMA)."""
+    return LoopConfig(
+        iterations=cfg.iterations,
+        lr_g=cfg.lr,
+        lr_d=cfg.lr,
+        betas=cfg.betas,
+        milestones=cfg.milestones,
+        gamma=cfg.gamma,
+        loss_l1=cfg.loss_l1,
+        loss_perceptual=cfg.loss_perceptual,
+        loss_gan=cfg.loss_gan,
+        ema_decay=0.0,
+        queue_size=cfg.queue_size,
+        checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every,
+        seed=seed,
+        name=name,
+    )
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
@@ -134,23 +155,7 @@ def run(
     vgg = load_vgg19(cfg.vgg_weights)
     perceptual = PerceptualLoss(vgg, cfg.perceptual_layers)
     name = f"{STAGE}@{item}"
-    loop = LoopConfig(
-        iterations=cfg.iterations,
-        lr_g=cfg.lr,
-        lr_d=cfg.lr,
-        betas=cfg.betas,
-        milestones=cfg.milestones,
-        gamma=cfg.gamma,
-        loss_l1=cfg.loss_l1,
-        loss_perceptual=cfg.loss_perceptual,
-        loss_gan=cfg.loss_gan,
-        ema_decay=0.0,
-        queue_size=cfg.queue_size,
-        checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every,
-        seed=params.seed,
-        name=name,
-    )
+    loop = loop_config(cfg, params.seed, name)
     tracker.log_params(
         {"vgg_weights_id": vgg.weights_id, "device": str(device), "arch": arch, "setting": setting}
     )
