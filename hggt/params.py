@@ -127,6 +127,7 @@ class Discriminator:
 @dataclass(frozen=True)
 class TrainEnhancer:
     iterations: int
+    l1_warmup: int
     batch_size: int
     gt_size: int
     queue_size: int

@@ -68,6 +68,7 @@ class LoopConfig:
     loss_perceptual: float
     loss_gan: float
     ema_decay: float = 0.0  # 0: no EMA (the enhancers, SPEC §3)
+    l1_warmup: int = 0  # first iterations with L1 only (no perceptual, GAN or D step); paper: 0
     queue_size: int = 0  # 0: no training-pair pool
     checkpoint_every: int = 0  # 0: only at the end
     log_every: int = 10
@@ -282,13 +283,14 @@ def train(
         else nullcontext()
     )
     sums: dict[str, torch.Tensor] = {}
-    count = 0
+    counts: dict[str, int] = {}
     last: dict[str, float] = {}
     started = time.perf_counter()
     g.train()
     if d is not None:
         d.train()
     for it in range(start_it, cfg.iterations):
+        warm = it < cfg.l1_warmup  # L1 only: perceptual and adversarial terms start afterwards
         batch = pool(next_batch(it), it)
         lq = batch.lq.contiguous(memory_format=memory_format)
         gt = batch.gt
@@ -302,9 +304,9 @@ def train(
             terms: dict[str, torch.Tensor] = {}
             if cfg.loss_l1 > 0:
                 terms["l1"] = cfg.loss_l1 * l1_loss(sr.float(), gt)
-            if pl is not None:
+            if pl is not None and not warm:
                 terms["perceptual"] = cfg.loss_perceptual * pl(sr, gt)
-            if d is not None:
+            if d is not None and not warm:
                 terms["gan_g"] = cfg.loss_gan * gan_loss(d(sr), True)
             if extra_g_loss is not None:
                 terms.update(extra_g_loss(sr.float(), batch))
@@ -313,7 +315,7 @@ def train(
         opt_g.step()
 
         # ---- discriminator step: real and fake terms backpropagated separately (SPEC §3)
-        if d is not None:
+        if d is not None and not warm:
             d.requires_grad_(True)
             opt_d.zero_grad(set_to_none=True)
             with amp:
@@ -325,6 +327,7 @@ def train(
             opt_d.step()
             terms["d_real"] = real
             terms["d_fake"] = fake
+        if sched_d is not None:
             sched_d.step()
         sched_g.step()
         if g_ema is not None:
@@ -333,16 +336,16 @@ def train(
         # ---- bookkeeping without host syncs: sums stay on the device until a log step
         for k, v in terms.items():
             sums[k] = sums.get(k, 0) + v.detach().float()
-        count += 1
+            counts[k] = counts.get(k, 0) + 1
         done = it + 1
         if done % cfg.log_every == 0 or done == cfg.iterations:
-            last = {k: float(v) / count for k, v in sums.items()}
+            last = {k: float(v) / counts[k] for k, v in sums.items()}
             last["lr_g"] = opt_g.param_groups[0]["lr"]
             if opt_d is not None:
                 last["lr_d"] = opt_d.param_groups[0]["lr"]
             if on_log is not None:
                 on_log(done, last)
-            sums, count = {}, 0
+            sums, counts = {}, {}
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
             checkpoint(done)
     if start_it < cfg.iterations or not checkpoint_path.is_file():

@@ -43,6 +43,7 @@ ITEMS: dict[str, dict[str, str]] = {
 }
 _LOOP_KEYS = (
     "iterations",
+    "l1_warmup",
     "batch_size",
     "gt_size",
     "queue_size",
@@ -104,6 +105,7 @@ def loop_config(cfg: TrainEnhancer, seed: int, name: str) -> LoopConfig:
         loss_perceptual=cfg.loss_perceptual,
         loss_gan=cfg.loss_gan,
         ema_decay=0.0,
+        l1_warmup=cfg.l1_warmup,
         queue_size=cfg.queue_size,
         checkpoint_every=cfg.checkpoint_every,
         log_every=cfg.log_every,

@@ -25,6 +25,7 @@ def tiny(params, **kw):
         queue_size=4,
         checkpoint_every=2,
         log_every=1,
+        l1_warmup=1,
         **kw,
     )
     return dataclasses.replace(params, train_enhancer=te)
@@ -62,7 +63,8 @@ def test_trains_and_writes_a_self_describing_model(tmp_path, params, raw, item, 
     x = torch.rand(1, 3, 32, 48)
     assert model(x).shape == x.shape
     assert [s for s, _ in rec.metrics[:3]] == [1, 2, 3]
-    assert {"l1", "perceptual", "gan_g", "d_real", "d_fake", "lr_g"} <= set(rec.metrics[0][1])
+    assert set(rec.metrics[0][1]) == {"l1", "lr_g", "lr_d"}  # the L1-only warm-up iteration
+    assert {"l1", "perceptual", "gan_g", "d_real", "d_fake", "lr_g"} <= set(rec.metrics[1][1])
     assert rec.artifacts == [f"{item}_degraded_enhanced_clean.png"]
     assert summary["iterations"] == 3 and np.isfinite(summary["sample_psnr_enhanced"])
     assert not (tmp_path / "ckpt" / f"{item}.pt").exists()  # the model file supersedes it

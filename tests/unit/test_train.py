@@ -200,3 +200,23 @@ def test_ema_update():
         b.weight.fill_(3.0)
     ema_update(a, b, 0.75)
     assert torch.allclose(a.weight, torch.full((2, 2), 1.5))
+
+
+def test_l1_warmup_skips_perceptual_gan_and_d(tmp_path):
+    logs = []
+    g, d = nets()
+    d_before = {k: v.clone() for k, v in d.state_dict().items()}
+    cfg = dataclasses.replace(CFG, iterations=4, l1_warmup=2, log_every=1, queue_size=0)
+    train(
+        g,
+        d,
+        None,
+        batches,
+        cfg,
+        torch.device("cpu"),
+        tmp_path / "w.pt",
+        on_log=lambda it, m: logs.append((it, set(m))),
+    )
+    assert logs[0][1] == {"l1", "lr_g", "lr_d"} and logs[1][1] == {"l1", "lr_g", "lr_d"}
+    assert {"gan_g", "d_real", "d_fake"} <= logs[2][1]
+    assert any(not torch.equal(d_before[k], v) for k, v in d.state_dict().items())
