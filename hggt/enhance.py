@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hggt.data import to_uint8
+
 
 def _round_up(v: int, m: int) -> int:
     return int(math.ceil(v / m) * m)
@@ -64,5 +66,4 @@ def enhance_tiled(
                 # In padded coordinates the tile is [r0 + pad, r1 + pad); its input adds pad around.
                 y = model(x[:, :, r0 : r1 + 2 * pad, c0 : c1 + 2 * pad])  # (1, 3, tile + 2 pad, …)
                 out[:, :, r0:r1, c0:c1] = y[:, :, pad : pad + r1 - r0, pad : pad + c1 - c0]
-    out = (out.clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return out[0].permute(1, 2, 0).cpu().numpy()
+    return to_uint8(out)[0]

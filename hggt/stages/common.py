@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,17 +35,6 @@ def select(params: Params, keys: Sequence[str]) -> dict[str, Any]:
             value = value[part]
         out[key] = value
     return out
-
-
-def configure_threads(workers: int) -> None:
-    """One compute thread per worker when work runs in parallel (DESIGN §7)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if workers > 1:
-        import cv2
-        import torch
-
-        cv2.setNumThreads(1)
-        torch.set_num_threads(1)
 
 
 def resolve(template: str, key: str | None, item: Mapping[str, Any] | None) -> str:

@@ -9,6 +9,7 @@ and writes ``data/03_enhanced/<v>/<id>_<v>.png`` with the SPEC's numbering: 01 R
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,10 +34,16 @@ VERSIONS = {"01": "rcan_a", "02": "rcan_b", "03": "elan_a", "04": "elan_b"}  # S
 
 
 @functools.lru_cache(maxsize=8)
-def _model(path: str, device: str) -> tuple[torch.nn.Module, int]:
-    # Loaded once per worker process, not once per image.
+def _cached_model(path: str, device: str, stamp: tuple[int, int]) -> tuple[torch.nn.Module, int]:
+    # Loaded once per worker process, not once per image; `stamp` (mtime, size) keys the cache
+    # to the file's contents, so a retrained model is never served from an earlier load.
     model, blob = load_model(Path(path))
     return model.to(device), ALIGN[blob["arch"]]
+
+
+def _model(path: str, device: str) -> tuple[torch.nn.Module, int]:
+    st = Path(path).stat()
+    return _cached_model(path, device, (st.st_mtime_ns, st.st_size))
 
 
 def _one(
@@ -73,7 +80,7 @@ def run(
     items = [(i, str(inputs["raw"] / "images" / f"{i}.png")) for i in manifest.id]
     executor = params.executor
     if device.type == "cuda":  # one process feeds the GPU; a pool would only contend for it
-        executor = type(executor)(kind="local", workers=1, dask_address="")
+        executor = dataclasses.replace(executor, kind="local", workers=1)
     with atomic_dir(outputs["enhanced"]) as tmp:
         for v in VERSIONS:
             (tmp / v).mkdir()
