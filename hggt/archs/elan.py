@@ -182,10 +182,19 @@ class ELAN(nn.Module):
             `len(window_sizes)` so every window size gets the same channel group.
         window_sizes: Attention window sizes, one per channel group (paper [4, 8, 16]).
         r_expand: Channel expansion of the LFE (paper 2).
+        image_residual: Add the input image to the output and zero-initialise the tail conv, so
+            the untrained network is the identity (paper: False; the embedded CPU default uses
+            it, see docs/deviations.md). Adds no parameters.
     """
 
     def __init__(
-        self, *, n_blocks: int, channels: int, window_sizes: tuple[int, ...], r_expand: int
+        self,
+        *,
+        n_blocks: int,
+        channels: int,
+        window_sizes: tuple[int, ...],
+        r_expand: int,
+        image_residual: bool = False,
     ) -> None:
         super().__init__()
         window_sizes = tuple(int(ws) for ws in window_sizes)
@@ -212,14 +221,18 @@ class ELAN(nn.Module):
             *(ELAB(channels, r_expand, window_sizes, shifted=i % 2 == 1) for i in range(n_blocks))
         )
         self.tail = nn.Sequential(nn.Conv2d(channels, 3, 3, 1, 1))
+        self.image_residual = image_residual
+        if image_residual:
+            nn.init.zeros_(self.tail[0].weight)
+            nn.init.zeros_(self.tail[0].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Enhance `x` (B, 3, H, W) in [0, 1]; returns (B, 3, H, W), not clamped."""
         h, w = x.shape[-2:]
         x = reflect_pad_to_multiple(x, self.pad_multiple)  # (B, 3, H', W'), windows tile it
         mean = self.mean.to(dtype=x.dtype)
-        x = (x - mean) * self.img_range
-        feat = self.head(x)  # (B, C, H', W')
+        feat = self.head((x - mean) * self.img_range)  # (B, C, H', W')
         res = self.body(feat) + feat  # long feature skip
-        out = self.tail(res) / self.img_range + mean  # (B, 3, H', W')
+        out = self.tail(res) / self.img_range  # (B, 3, H', W')
+        out = out + x if self.image_residual else out + mean
         return out[:, :, :h, :w]

@@ -73,16 +73,27 @@ class RCANNoUp(nn.Module):
 
     Mean shift (subtract the DIV2K mean, scale to [0, 255]), conv3×3 3→F, `n_groups` residual
     groups, conv3×3 F→F, long feature skip, conv3×3 F→3, undo the mean shift. There is no image-level
-    residual: the output is produced entirely by the last conv (SPEC §3).
+    residual by default: the output is produced entirely by the last conv (SPEC §3).
 
     Args:
         n_groups: Residual groups (paper 10).
         n_blocks: RCABs per group (paper 20).
         n_feats: Feature channels F (paper 64).
         reduction: Channel-attention squeeze factor (paper 16); needs `n_feats // reduction >= 1`.
+        image_residual: Add the input image to the output and zero-initialise the last conv, so
+            the untrained network is the identity (paper: False; the embedded CPU default uses
+            it, see docs/deviations.md). Adds no parameters.
     """
 
-    def __init__(self, *, n_groups: int, n_blocks: int, n_feats: int, reduction: int) -> None:
+    def __init__(
+        self,
+        *,
+        n_groups: int,
+        n_blocks: int,
+        n_feats: int,
+        reduction: int,
+        image_residual: bool = False,
+    ) -> None:
         super().__init__()
         if min(n_groups, n_blocks, n_feats, reduction) < 1:
             raise ValueError(
@@ -105,12 +116,15 @@ class RCANNoUp(nn.Module):
         )
         self.conv_after_body = nn.Conv2d(n_feats, n_feats, 3, 1, 1)
         self.conv_last = nn.Conv2d(n_feats, 3, 3, 1, 1)
+        self.image_residual = image_residual
+        if image_residual:
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Enhance `x` (B, 3, H, W) in [0, 1]; returns (B, 3, H, W), not clamped."""
         mean = self.mean.to(dtype=x.dtype)
-        x = (x - mean) * self.img_range  # (B, 3, H, W), roughly [-115, 145]
-        feat = self.conv_first(x)  # (B, F, H, W)
+        feat = self.conv_first((x - mean) * self.img_range)  # (B, F, H, W); input ~[-115, 145]
         res = self.conv_after_body(self.body(feat)) + feat  # long feature skip
-        out = self.conv_last(res)  # (B, 3, H, W)
-        return out / self.img_range + mean
+        out = self.conv_last(res) / self.img_range  # (B, 3, H, W)
+        return out + x if self.image_residual else out + mean

@@ -1,10 +1,13 @@
-"""Stage ``synthesize_lr``: HR images → ×4 LR test inputs with the Table 2 degradation.
+"""Stage ``synthesize_lr``: the test split's original patches → ×4 LR inputs (Table 2).
 
-Reads ``data/01_raw`` (images + manifest) until the dataset's test split exists (issue 5); for
-each image, draws ``DegradationParams`` from ``rng_for(seed, "synthesize_lr", id)``, degrades it
-with the per-image numpy/OpenCV path, and writes ``data/07_lr/images/<id>.png`` plus
-``data/07_lr/degradations.parquet``: one row per image with every sampled parameter, the HR
-source and the LR sha256, so ``hggt degrade replay <id>`` regenerates any LR bit-exactly.
+Reads ``data/06_dataset/groups.parquet`` and, for every ``split == "test"`` group, its original
+patch (``path_original``: ``data/04_patches/original/<group>.png``, or the release's
+``images/<subset>/original/``). Draws ``DegradationParams`` from ``rng_for(seed,
+"synthesize_lr", group_id)``, degrades the patch with the per-image numpy/OpenCV path, and writes
+``data/07_lr/images/<group>.png`` (named like the authors' ``Test-100/Blind_LR/<group>.png``)
+plus ``data/07_lr/degradations.parquet``: one row per group with every sampled parameter, the
+HR file name and path, and the LR sha256, so ``hggt degrade replay <group> --hr-dir
+data/04_patches/original`` regenerates any LR bit-exactly.
 Params: ``seed``, ``synthesize_lr.*``, ``executor.*``. DVC: ``dvc repro synthesize_lr``.
 """
 
@@ -28,7 +31,7 @@ from hggt.tracking import Run
 
 STAGE = "synthesize_lr"
 PARAMS = ("seed", "synthesize_lr", "executor")
-DEPS = {"hr": "data/01_raw"}
+DEPS = {"dataset": "data/06_dataset"}
 OUTS = {"lr": "data/07_lr"}
 
 
@@ -45,14 +48,28 @@ def draw(seed: int, image_id: str, spec: Degradation, size: tuple[int, int]) -> 
 def _one(
     item: tuple[str, str], *, seed: int, spec: Degradation, images_dir: Path, compression: int
 ) -> dict[str, Any]:
-    image_id, hr_path = item
+    group_id, hr_path = item
     hr = read_rgb(hr_path)
-    p = draw(seed, image_id, spec, hr.shape[:2])
+    p = draw(seed, group_id, spec, hr.shape[:2])
     data = encode_png(apply(hr, p), compression)
-    (images_dir / f"{image_id}.png").write_bytes(
-        data
-    )  # inside atomic_dir: the whole dir is renamed at the end
-    return {"id": image_id, "hr": Path(hr_path).name, **p.to_row(), "sha256": sha256_bytes(data)}
+    # Inside atomic_dir: the whole directory is renamed into place at the end.
+    (images_dir / f"{group_id}.png").write_bytes(data)
+    return {
+        "id": group_id,
+        "hr": Path(hr_path).name,
+        "hr_path": hr_path,
+        **p.to_row(),
+        "sha256": sha256_bytes(data),
+    }
+
+
+def split_items(groups: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(group_id, original patch path)`` of every test group, sorted by group id."""
+    missing = {"group_id", "split", "path_original"} - set(groups.columns)
+    if missing:
+        raise ValueError(f"{STAGE}: groups.parquet lacks column(s) {sorted(missing)}")
+    test = groups[groups.split == "test"].sort_values("group_id")
+    return [(g, str(p)) for g, p in zip(test.group_id, test.path_original, strict=True)]
 
 
 def run(
@@ -61,9 +78,15 @@ def run(
     outputs: Mapping[str, Path],
     tracker: Run | None = None,
 ) -> dict[str, Any]:
-    """Degrade every HR image in ``inputs["hr"]`` into ``outputs["lr"]``; return counts."""
-    manifest = read_parquet(inputs["hr"] / "manifest.parquet").sort_values("id")
-    items = [(i, str(inputs["hr"] / "images" / f"{i}.png")) for i in manifest.id]
+    """Degrade the original patch of every test group into ``outputs["lr"]``; return counts."""
+    items = split_items(read_parquet(inputs["dataset"] / "groups.parquet"))
+    if not items:
+        raise ValueError(f"{STAGE}: {inputs['dataset']}/groups.parquet has no test group")
+    missing = [p for _, p in items if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{STAGE}: {len(missing)} test original(s) missing, e.g. {missing[:3]}"
+        )
     spec = lr_spec(params)
     with atomic_dir(outputs["lr"]) as tmp:
         images_dir = tmp / "images"
@@ -86,10 +109,14 @@ def run(
 
 
 def replay(row: Mapping[str, Any], hr_dir: Path, compression: int) -> bytes:
-    """Regenerate the LR PNG bytes of one ``degradations.parquet`` row from its HR image."""
+    """Regenerate the LR PNG bytes of one ``degradations.parquet`` row from its HR image.
+
+    ``hr_dir`` is the folder of original patches (``data/04_patches/original``); the row's
+    ``hr`` is the file name in it.
+    """
     fields = {f.name for f in dataclasses.fields(DegradationParams)}
     p = DegradationParams.from_row({k: v for k, v in row.items() if k in fields})
-    return encode_png(apply(read_rgb(hr_dir / "images" / row["hr"]), p), compression)
+    return encode_png(apply(read_rgb(hr_dir / row["hr"]), p), compression)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """dvc.yaml ↔ stage modules ↔ params.yaml agree (DESIGN §4)."""
 
 import importlib
+import re
 
 import pytest
 import yaml
 
 from hggt.stages.common import resolve, select
+
+_PARAM_REF = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,18 @@ def _expanded(dvc_stages):
             yield name, stage, None, None
 
 
+def _interpolate(text, params):
+    """DVC's params interpolation (``${labels.root}``) after foreach placeholders are filled;
+    a key missing from params.yaml raises."""
+    return _PARAM_REF.sub(lambda m: str(select(params, [m.group(1)])[m.group(1)]), text)
+
+
+def test_interpolation_resolves_params_and_rejects_unknown_keys(params):
+    assert _interpolate("${labels.root}/x", params) == f"{params.labels.root}/x"
+    with pytest.raises(KeyError, match="labels.nope"):
+        _interpolate("${labels.nope}", params)
+
+
 def _all_outs(dvc_stages):
     return {resolve(o, key, item) for _, st, key, item in _expanded(dvc_stages) for o in st["outs"]}
 
@@ -51,9 +66,10 @@ def test_every_stage_has_a_module_that_matches(dvc_stages, params, root):
         assert sorted(module.OUTS.values()) == sorted(stage["outs"]), (
             f"{name}: OUTS differ from dvc.yaml outs"
         )
-        deps = [resolve(d, key, item) for d in stage["deps"]]
+        deps = [_interpolate(resolve(d, key, item), params) for d in stage["deps"]]
+        assert "${" not in "".join(deps), f"{name}: unresolved placeholder in deps {deps}"
         for dep in module.DEPS.values():
-            dep = resolve(dep, key, item)
+            dep = _interpolate(resolve(dep, key, item), params)
             assert any(d == dep or d.startswith(dep + "/") for d in deps), (
                 f"{name}: input {dep} not in deps"
             )

@@ -154,7 +154,13 @@ def conv(c_in: int, c_out: int, k: int, bias: bool = True) -> int:
 
 def test_rcan_paper_parameter_count(paper):
     cfg = dict(paper["rcan"])
-    assert cfg == {"n_groups": 10, "n_blocks": 20, "n_feats": 64, "reduction": 16}
+    assert cfg == {
+        "n_groups": 10,
+        "n_blocks": 20,
+        "n_feats": 64,
+        "reduction": 16,
+        "image_residual": False,
+    }
     f, r = cfg["n_feats"], cfg["n_feats"] // cfg["reduction"]
     rcab = 2 * conv(f, f, 3) + conv(f, r, 1) + conv(r, f, 1)  # 74,436
     group = cfg["n_blocks"] * rcab + conv(f, f, 3)  # 20 RCAB + group conv
@@ -172,7 +178,13 @@ def test_rcan_paper_parameter_count(paper):
 
 def test_elan_paper_parameter_count(paper):
     cfg = dict(paper["elan"])
-    assert cfg == {"n_blocks": 36, "channels": 180, "window_sizes": [4, 8, 16], "r_expand": 2}
+    assert cfg == {
+        "n_blocks": 36,
+        "channels": 180,
+        "window_sizes": [4, 8, 16],
+        "r_expand": 2,
+        "image_residual": False,
+    }
     c, r = cfg["channels"], cfg["r_expand"]
     lfe = conv(c, r * c, 1) + conv(r * c, c, 1)  # the fixed shift kernels are buffers
     gmsa = conv(c, 2 * c, 1) + 2 * (2 * c) + conv(c, c, 1)  # 1×1 + BatchNorm(2C) affine + out
@@ -513,3 +525,25 @@ def test_same_state_dict_gives_the_same_output(name):
         second.load_state_dict(first.state_dict(), strict=True)
         assert torch.equal(first(x), second(x))
         assert torch.equal(first(x), first(x))  # eval forward has no hidden state (SN, BN)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: RCANNoUp(n_groups=1, n_blocks=1, n_feats=8, reduction=4, image_residual=r),
+        lambda r: ELAN(n_blocks=2, channels=12, window_sizes=(4, 8), r_expand=2, image_residual=r),
+    ],
+    ids=["rcan", "elan"],
+)
+def test_image_residual_starts_as_identity_and_adds_no_parameters(make):
+    plain, residual = make(False), make(True)
+    assert n_params(plain) == n_params(residual)
+    x = torch.rand(2, 3, 19, 23, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(residual(x), x)  # zero-initialised last conv: exactly the input
+        assert not torch.allclose(plain(x), x, atol=1e-3)
+    # Once the last conv is non-zero the residual network departs from the identity.
+    last = residual.conv_last if isinstance(residual, RCANNoUp) else residual.tail[0]
+    with torch.no_grad():
+        last.bias.fill_(0.01)
+        assert torch.allclose(residual(x), x + 0.01 / residual.img_range, atol=1e-6)
