@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
-export MLFLOW_TRACKING_URI := sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export OMP_WAIT_POLICY := PASSIVE
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

@@ -25,6 +25,10 @@ STAGES = {
     "extract_patches": "hggt.stages.extract_patches",
     "proxy_labels": "hggt.stages.proxy_labels",
     "build_dataset": "hggt.stages.build_dataset",
+    "pretrain_sr": "hggt.stages.pretrain_sr",
+    "train_sr": "hggt.stages.train_sr",
+    "evaluate": "hggt.stages.evaluate",
+    "report": "hggt.stages.report",
 }
 DEGRADATION_SECTIONS = ("synthesize_lr", "enhance.degradation.a", "enhance.degradation.b")
 
@@ -218,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the annotation tool: init, add-annotator, assign, serve, stats, export",
         add_help=False,
     )
+    sub.add_parser(
+        "compare",
+        help="Table 3 from the MLflow runs of the current experiment (--format table|markdown|csv)",
+        add_help=False,
+    )
     for name in STAGES:
         sub.add_parser(
             name, help=f"run the {name} stage (same as python -m {STAGES[name]})", add_help=False
@@ -235,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hggt.annotate.cli import main as annotate_main
 
         return annotate_main(argv[1:])
+    if argv and argv[0] == "compare":
+        from hggt.compare import main as compare_main
+
+        return compare_main(argv[1:])
     from hggt.params import ParamsError
 
     args = build_parser().parse_args(argv)

@@ -213,19 +213,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 # PNG encoder settings: zlib's Huffman-only strategy with the SUB row filter encodes a 512²
 # photo about 2× faster than libpng's defaults at the same level (10 ms vs 21 ms at level 1)
 # for ~5 % larger files; patch extraction and every stage writing PNGs are bound by this.
+# Level 0 stores the bytes uncompressed, so row filtering is wasted work: with libpng's adaptive
+# filters a 512² crop takes ~10 ms, with no filter ~1.3 ms (2× the file size of level 1).
 _PNG_FAST = [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+_PNG_STORE: list[int] = []
 if hasattr(cv2, "IMWRITE_PNG_FILTER"):
     _PNG_FAST += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
+    _PNG_STORE += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 
 
 def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:
     """Encode (H, W, 3) uint8 RGB as PNG bytes (lossless; ``compression`` is the zlib level 0–9).
 
-    Levels ≥ 1 use the Huffman-only strategy and SUB filter (see ``_PNG_FAST``).
+    Levels ≥ 1 use the Huffman-only strategy and SUB filter (see ``_PNG_FAST``); level 0 stores
+    the rows unfiltered.
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
-    flags = [cv2.IMWRITE_PNG_COMPRESSION, compression] + (_PNG_FAST if compression > 0 else [])
+    flags = [cv2.IMWRITE_PNG_COMPRESSION, compression] + (
+        _PNG_FAST if compression > 0 else _PNG_STORE
+    )
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags)
     if not ok:
         raise ValueError("OpenCV failed to encode PNG")

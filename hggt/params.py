@@ -244,7 +244,6 @@ class SwinIR:
 
 @dataclass(frozen=True)
 class TrainSr:
-    gt_modes: tuple[Literal["original", "positive", "posneg"], ...]
     iterations: int
     batch_size: dict[str, int]
     gt_size: int

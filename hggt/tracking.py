@@ -14,7 +14,8 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,92 @@ def open_run(
         client.set_terminated(run.run_id, status="FAILED")
         raise
     client.set_terminated(run.run_id, status="FINISHED")
+
+
+# --------------------------------------------------------------------------- reading runs back
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run of an experiment, as ``experiment_runs`` reads it back."""
+
+    run_id: str
+    name: str
+    start_time: int  # ms since the epoch
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def _client_and_experiment(cfg: Tracking, root: str | Path) -> tuple[Any, str | None]:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_uri(cfg, root))
+    exp = client.get_experiment_by_name(cfg.experiment)
+    return client, (exp.experiment_id if exp is not None else None)
+
+
+def experiment_runs(
+    cfg: Tracking, names: Sequence[str] | None = None, root: str | Path = "."
+) -> list[RunRecord]:
+    """The FINISHED runs of ``cfg.experiment``, newest first (ties: by run id).
+
+    Args:
+        names: keep only runs with one of these run names (``None``: every run).
+
+    Returns an empty list when tracking is disabled or the experiment does not exist.
+    """
+    if not cfg.enabled:
+        return []
+    client, exp_id = _client_and_experiment(cfg, root)
+    if exp_id is None:
+        return []
+    wanted = set(names) if names is not None else None
+    out: list[RunRecord] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [exp_id],
+            filter_string="attributes.status = 'FINISHED'",
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        for r in page:
+            if wanted is not None and r.info.run_name not in wanted:
+                continue
+            out.append(
+                RunRecord(
+                    run_id=r.info.run_id,
+                    name=r.info.run_name,
+                    start_time=int(r.info.start_time or 0),
+                    metrics=dict(r.data.metrics),
+                    tags=dict(r.data.tags),
+                )
+            )
+        token = page.token
+        if not token:
+            break
+    return sorted(out, key=lambda r: (-r.start_time, r.run_id))
+
+
+def find_run(cfg: Tracking, run_name: str, root: str | Path = ".") -> Run | None:
+    """A handle on the newest FINISHED run named ``run_name`` (e.g. ``"rrdb-posneg"``, written by
+    training), to add metrics or tags to it; ``None`` when tracking is off or there is none."""
+    runs = experiment_runs(cfg, [run_name], root)
+    if not runs:
+        return None
+    client, _ = _client_and_experiment(cfg, root)
+    return Run(client, runs[0].run_id)
+
+
+def metric_history(
+    cfg: Tracking, run_id: str, key: str, root: str | Path = "."
+) -> list[tuple[int, float]]:
+    """Every logged ``(step, value)`` of one metric of one run, sorted by step (the per-step
+    training losses); empty when tracking is disabled."""
+    if not cfg.enabled:
+        return []
+    client, _ = _client_and_experiment(cfg, root)
+    points = client.get_metric_history(run_id, key)
+    return sorted((int(p.step), float(p.value)) for p in points)

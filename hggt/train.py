@@ -9,12 +9,21 @@ last checkpoint and finishes with the same iteration count and the same weights.
 
 Variants are data (STYLE rule 3): no discriminator and zero perceptual/GAN weights give the
 L1-only pre-training; ``extra_g_loss`` adds terms without subclassing.
+
+Data parallel (``world_size > 1``, under ``torchrun``): every rank draws the same *global* batch
+and passes it through its own copy of the pool (so every pool holds the same global contents),
+then keeps its slice ``rank``; G and D are wrapped in ``DistributedDataParallel``, whose gradient
+average over equal slices equals the single-process gradient of the global batch mean (every
+loss here is a batch mean, the negative term included). Only rank 0 logs, validates and writes
+checkpoints. The result therefore does not depend on the number of processes, up to float
+summation order.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import io
 import logging
 import time
@@ -25,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from hggt.io import atomic_write_bytes
 from hggt.losses import PerceptualLoss, gan_loss, l1_loss
@@ -72,6 +83,7 @@ class LoopConfig:
     queue_size: int = 0  # 0: no training-pair pool
     checkpoint_every: int = 0  # 0: only at the end
     log_every: int = 10
+    val_every: int = 0  # 0: ``validate`` only at the end (when given)
     seed: int = 0
     name: str = "train"  # seeds the pool's shuffles; also the run's identity in checkpoints
     amp_bf16: bool = False  # used on CUDA only
@@ -130,7 +142,8 @@ class PairPool:
             self.filled += b
             return batch
         gen = torch_generator_for(self.seed, self.name, "pool", it)
-        perm = torch.randperm(self.size, generator=gen).to(t["lq"].device)
+        # non_blocking: a blocking host→device copy would wait for the GPU every iteration.
+        perm = torch.randperm(self.size, generator=gen).to(t["lq"].device, non_blocking=True)
         out = {}
         for k, v in t.items():
             shuffled = self.store[k][perm]
@@ -153,10 +166,52 @@ class PairPool:
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """``ema ← decay·ema + (1 − decay)·model`` for parameters; buffers are copied."""
-    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-        pe.lerp_(pm.detach(), 1.0 - decay)
+    pe, pm = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    if len(pe) != len(pm):
+        raise ValueError(f"EMA has {len(pe)} parameters, the model {len(pm)}")
+    if pe:
+        # One fused call instead of a kernel launch per tensor; same arithmetic as lerp_.
+        torch._foreach_lerp_(pe, pm, 1.0 - decay)
     for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(bm)
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+def shard(batch: Batch, rank: int, world_size: int) -> Batch:
+    """Rank ``rank``'s contiguous slice of a global batch (every tensor along dim 0).
+
+    Raises:
+        ValueError: the global batch size is not a multiple of ``world_size``.
+    """
+    if world_size == 1:
+        return batch
+    t = batch.tensors()
+    b = t["lq"].shape[0]
+    if b % world_size:
+        raise ValueError(f"global batch size {b} is not a multiple of world_size {world_size}")
+    n = b // world_size
+    return Batch.from_tensors({k: v[rank * n : (rank + 1) * n] for k, v in t.items()})
+
+
+def _no_forward_buffer_sync() -> dict[str, bool]:
+    """DDP keyword that skips the per-forward buffer broadcast: ``forward_sync_buffers`` where
+    torch has it (it deprecates ``broadcast_buffers``), else ``broadcast_buffers``. G's buffers
+    are constants built identically on every rank, so either is safe."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return {key: False}
+
+
+def _global_means(sums: dict[str, torch.Tensor], world_size: int) -> dict[str, torch.Tensor]:
+    """Average per-rank loss sums over ranks (one all-reduce, at log steps only)."""
+    if world_size == 1 or not sums:
+        return sums
+    keys = sorted(sums)
+    stacked = torch.stack([sums[k].reshape(()) for k in keys])
+    tdist.all_reduce(stacked)
+    return dict(zip(keys, (stacked / world_size).unbind(), strict=True))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -193,6 +248,9 @@ def train(
     meta: Mapping[str, Any] | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     extra_g_loss: Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]] | None = None,
+    validate: Callable[[int, nn.Module], Mapping[str, float]] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TrainResult:
     """Train ``generator`` (and ``discriminator``) for ``cfg.iterations`` iterations.
 
@@ -204,13 +262,26 @@ def train(
         checkpoint_path: where the resumable state lives; resumed from when it exists and its
             ``meta`` equals ``meta``. Written every ``cfg.checkpoint_every`` iterations and at the end.
         meta: identity of the run (config, architecture); stored in every checkpoint.
-        on_log: called every ``cfg.log_every`` iterations with the window's mean losses and lrs.
+        on_log: called every ``cfg.log_every`` iterations with the window's mean losses and lrs
+            (means over all ranks), and after each validation with its metrics.
         extra_g_loss: ``(sr, batch) -> {name: weighted loss}`` added to the generator loss.
+        validate: ``(iteration, model) -> metrics``, called every ``cfg.val_every`` iterations
+            and at the end with the EMA generator (the generator when there is no EMA) in eval
+            mode; its metrics go to ``on_log``. Must not draw from shared random state.
+        rank, world_size: this process's place in a ``torch.distributed`` group (already
+            initialised when ``world_size > 1``); ``next_batch`` returns the global batch and
+            the loop keeps rank ``rank``'s slice. Rank 0 alone logs, validates and writes.
 
     Returns:
         The trained generator (and its EMA), on CPU, in eval mode.
     """
     meta = dict(meta or {})
+    distributed = world_size > 1
+    if distributed and not (tdist.is_available() and tdist.is_initialized()):
+        raise RuntimeError(f"world_size={world_size} needs an initialised torch.distributed group")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world_size {world_size}")
+    main_rank = rank == 0
     use_gan = discriminator is not None and cfg.loss_gan > 0
     if cfg.loss_perceptual > 0 and perceptual is None:
         raise ValueError("loss_perceptual > 0 needs a PerceptualLoss")
@@ -251,14 +322,27 @@ def train(
             pool.load_state_dict(state["pool"], device)
             start_it = int(state["iteration"])
             log.info("%s: resuming from iteration %d (%s)", cfg.name, start_it, checkpoint_path)
-        else:
+        elif main_rank:
             log.warning(
                 "%s: %s belongs to another configuration; starting afresh",
                 cfg.name,
                 checkpoint_path,
             )
 
+    if distributed:
+        # Wrapped after loading: DDP broadcasts rank 0's parameters and buffers here; G has no
+        # running buffers, D's spectral-norm vectors are re-broadcast before every forward.
+        ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
+        g = DistributedDataParallel(g, device_ids=ids, **_no_forward_buffer_sync())
+        if d is not None:
+            d = DistributedDataParallel(d, device_ids=ids)
+    # The generator step's adversarial term runs D with frozen parameters: no gradient to
+    # synchronise, so it bypasses the DDP wrapper (whose reducer expects a backward per forward).
+    d_frozen = _unwrap(d) if d is not None else None
+
     def checkpoint(it: int) -> None:
+        if not main_rank:
+            return
         state = {
             "iteration": it,
             "meta": meta,
@@ -285,15 +369,29 @@ def train(
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     last: dict[str, float] = {}
+    last_val: dict[str, float] = {}
+
+    def run_validation(it: int) -> None:
+        nonlocal last_val
+        model = g_ema if g_ema is not None else _unwrap(g)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            last_val = {k: float(v) for k, v in validate(it, model).items()}
+        model.train(was_training)
+        if on_log is not None:
+            on_log(it, last_val)
+
     started = time.perf_counter()
     g.train()
     if d is not None:
         d.train()
     for it in range(start_it, cfg.iterations):
         warm = it < cfg.l1_warmup  # L1 only: perceptual and adversarial terms start afterwards
-        batch = pool(next_batch(it), it)
+        # Pool the global batch (identical on every rank), then keep this rank's slice.
+        batch = shard(pool(next_batch(it), it), rank, world_size)
         lq = batch.lq.contiguous(memory_format=memory_format)
-        gt = batch.gt
+        gt = batch.gt.contiguous(memory_format=memory_format)
 
         # ---- generator step
         if d is not None:
@@ -306,8 +404,8 @@ def train(
                 terms["l1"] = cfg.loss_l1 * l1_loss(sr.float(), gt)
             if pl is not None and not warm:
                 terms["perceptual"] = cfg.loss_perceptual * pl(sr, gt)
-            if d is not None and not warm:
-                terms["gan_g"] = cfg.loss_gan * gan_loss(d(sr), True)
+            if d_frozen is not None and not warm:
+                terms["gan_g"] = cfg.loss_gan * gan_loss(d_frozen(sr), True)
             if extra_g_loss is not None:
                 terms.update(extra_g_loss(sr.float(), batch))
             loss_g = sum(terms.values())
@@ -339,19 +437,32 @@ def train(
             counts[k] = counts.get(k, 0) + 1
         done = it + 1
         if done % cfg.log_every == 0 or done == cfg.iterations:
-            last = {k: float(v) / counts[k] for k, v in sums.items()}
+            means = _global_means(sums, world_size)  # the only host sync: once per log window
+            last = {k: float(v) / counts[k] for k, v in means.items()}
             last["lr_g"] = opt_g.param_groups[0]["lr"]
             if opt_d is not None:
                 last["lr_d"] = opt_d.param_groups[0]["lr"]
-            if on_log is not None:
+            if on_log is not None and main_rank:
                 on_log(done, last)
             sums, counts = {}, {}
+        if validate is not None and main_rank:
+            if (cfg.val_every and done % cfg.val_every == 0) or done == cfg.iterations:
+                run_validation(done)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
             checkpoint(done)
     if start_it < cfg.iterations or not checkpoint_path.is_file():
         checkpoint(cfg.iterations)
+    if validate is not None and main_rank and not last_val:
+        run_validation(cfg.iterations)  # resumed at the end: validate the final model once
+    if distributed:
+        tdist.barrier()  # every rank returns after rank 0 has written the final checkpoint
     g_out = _unwrap(g).to("cpu").eval()
     ema_out = g_ema.to("cpu").eval() if g_ema is not None else None
     return TrainResult(
-        g_out, ema_out, cfg.iterations, start_it, last, time.perf_counter() - started
+        g_out,
+        ema_out,
+        cfg.iterations,
+        start_it,
+        {**last, **last_val},
+        time.perf_counter() - started,
     )

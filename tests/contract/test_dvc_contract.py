@@ -1,6 +1,7 @@
 """dvc.yaml ↔ stage modules ↔ params.yaml agree (DESIGN §4)."""
 
 import importlib
+import itertools
 import re
 
 import pytest
@@ -24,14 +25,50 @@ def _module_of(cmd: str) -> str:
     return parts[2]
 
 
+def _matrix_items(matrix):
+    """DVC's expansion of a ``matrix:`` stage: {key: item}, key = the values joined by "-" in
+    the matrix's order (the generated name is ``<stage>@<key>``). Only literal lists of scalars
+    are accepted here, so every key is a readable value, never DVC's ``<name><index>``."""
+    assert isinstance(matrix, dict) and matrix, f"matrix must be a non-empty mapping: {matrix!r}"
+    for var, values in matrix.items():
+        assert isinstance(values, list) and values, f"matrix.{var} must be a literal list"
+        assert all(isinstance(v, str | int | float | bool) for v in values), (
+            f"matrix.{var} must hold scalars: {values!r}"
+        )
+    names = list(matrix)
+    return {
+        "-".join(str(v) for v in combo): dict(zip(names, combo, strict=True))
+        for combo in itertools.product(*matrix.values())
+    }
+
+
+def _items(stage):
+    """{key: item} of a foreach or matrix stage; None for a plain stage."""
+    if "foreach" in stage:
+        return stage["foreach"]
+    if "matrix" in stage:
+        return _matrix_items(stage["matrix"])
+    return None
+
+
 def _expanded(dvc_stages):
-    """(name, definition, key, item) for every stage; foreach stages once per item."""
+    """(name, definition, key, item) for every stage; foreach and matrix stages once per item."""
     for name, stage in dvc_stages.items():
-        if "foreach" in stage:
-            for key, item in stage["foreach"].items():
-                yield name, stage["do"], key, item
-        else:
+        items = _items(stage)
+        if items is None:
             yield name, stage, None, None
+        else:
+            body = stage["do"] if "foreach" in stage else stage
+            for key, item in items.items():
+                yield name, body, key, item
+
+
+def test_matrix_expansion_matches_dvc_naming():
+    items = _matrix_items({"arch": ["rrdb", "swinir"], "mode": ["original", "posneg"]})
+    assert list(items) == ["rrdb-original", "rrdb-posneg", "swinir-original", "swinir-posneg"]
+    assert items["swinir-original"] == {"arch": "swinir", "mode": "original"}
+    with pytest.raises(AssertionError, match="literal list"):
+        _matrix_items({"arch": "${train_sr.archs}"})
 
 
 def _interpolate(text, params):
@@ -46,8 +83,20 @@ def test_interpolation_resolves_params_and_rejects_unknown_keys(params):
         _interpolate("${labels.nope}", params)
 
 
+def _paths(entries):
+    """Paths of a ``metrics:``/``plots:`` list (entries are paths or ``{path: options}``)."""
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def _declared(stage):
+    """Every path a stage writes: outs, metrics and plots (DVC tracks all three as outputs)."""
+    return [*stage["outs"], *_paths(stage.get("metrics", [])), *_paths(stage.get("plots", []))]
+
+
 def _all_outs(dvc_stages):
-    return {resolve(o, key, item) for _, st, key, item in _expanded(dvc_stages) for o in st["outs"]}
+    return {
+        resolve(o, key, item) for _, st, key, item in _expanded(dvc_stages) for o in _declared(st)
+    }
 
 
 def test_every_stage_has_a_module_that_matches(dvc_stages, params, root):
@@ -63,8 +112,16 @@ def test_every_stage_has_a_module_that_matches(dvc_stages, params, root):
         assert list(module.PARAMS) == stage.get("params", []), (
             f"{name}: PARAMS differ from dvc.yaml params"
         )
-        assert sorted(module.OUTS.values()) == sorted(stage["outs"]), (
-            f"{name}: OUTS differ from dvc.yaml outs"
+        full = f"{name}@{key}" if key else name
+        stage_metrics = f"data/metrics/{full}.json"  # written by stage_main, not by run()
+        metrics = _paths(stage.get("metrics", []))
+        assert [m for m in metrics if resolve(m, key, item) == stage_metrics] == metrics[-1:], (
+            f"{name}: the last metrics entry must be {stage_metrics}, and only that one"
+        )
+        # Everything else the stage writes (outs, its own metrics files, plots) is in OUTS.
+        written = [*stage["outs"], *metrics[:-1], *_paths(stage.get("plots", []))]
+        assert sorted(module.OUTS.values()) == sorted(written), (
+            f"{name}: OUTS differ from dvc.yaml outs + metrics + plots"
         )
         deps = [_interpolate(resolve(d, key, item), params) for d in stage["deps"]]
         assert "${" not in "".join(deps), f"{name}: unresolved placeholder in deps {deps}"
@@ -74,21 +131,22 @@ def test_every_stage_has_a_module_that_matches(dvc_stages, params, root):
                 f"{name}: input {dep} not in deps"
             )
         select(params, [resolve(k, key, item) for k in module.PARAMS])  # every key exists
-        metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])]
-        full = f"{name}@{key}" if key else name
-        assert [resolve(m, key, item) for m in metrics] == [f"data/metrics/{full}.json"]
         for dep in deps:  # code and source folders exist; data deps come from other stages
             assert (
-                dep in outs or any(dep.startswith(o + "/") for o in outs) or (root / dep).exists()
+                dep in outs
+                or any(dep.startswith(o + "/") for o in outs)
+                or any(o.startswith(dep + "/") for o in outs)  # a folder of stages' outputs
+                or (root / dep).exists()
             ), f"{name}: dep {dep} neither exists nor is produced by a stage"
         assert callable(module.run) and callable(module.main)
 
 
 def test_foreach_modules_know_exactly_the_dvc_items(dvc_stages):
     for name, stage in dvc_stages.items():
-        if "foreach" in stage:
+        items = _items(stage)
+        if items is not None:
             module = importlib.import_module(f"hggt.stages.{name}")
-            assert module.ITEMS == stage["foreach"]
+            assert module.ITEMS == items, f"{name}: ITEMS differ from dvc.yaml foreach/matrix"
 
 
 def test_code_deps_cover_stage_module(dvc_stages):
