@@ -44,13 +44,14 @@ from hggt.data import to_tensor, to_uint8
 from hggt.degrade import apply
 from hggt.gtdata import VERSIONS, GroupStore, make_sr_batches, select_groups
 from hggt.io import read_parquet, read_rgb, write_png
+from hggt.losses import PerceptualLoss
 from hggt.models import build, save_model
 from hggt.params import Degradation, Params, load_params, to_dict
 from hggt.seeding import seeded_build
 from hggt.stages.common import resolve, stage_main
 from hggt.stages.synthesize_lr import draw, lr_spec
 from hggt.tracking import Run
-from hggt.train import Batch, LoopConfig, auto_device, train
+from hggt.train import Batch, LoopConfig, TrainResult, auto_device, train
 
 STAGE = "pretrain_sr"
 SR_ARCHS: tuple[str, ...] = ("rrdb", "swinir")  # SPEC §7
@@ -279,6 +280,82 @@ def batches_for(next_batch: Callable[[int], Batch], iterations: int, device: tor
     return Prefetch(next_batch, iterations, device) if device.type == "cuda" else next_batch
 
 
+def fit(
+    generator: nn.Module,
+    discriminator: nn.Module | None,
+    perceptual: PerceptualLoss | None,
+    next_batch: Callable[[int], Batch],
+    loop: LoopConfig,
+    place: Place,
+    checkpoint: Path,
+    meta: Mapping[str, Any],
+    tracker: Run,
+    val: ValSet | None,
+    extra_g_loss: Callable[..., Any] | None = None,
+) -> TrainResult:
+    """Run the one training loop on this rank, logging to ``tracker`` and validating on ``val``."""
+    batches = batches_for(next_batch, loop.iterations, place.device)
+    try:
+        return train(
+            generator,
+            discriminator,
+            perceptual,
+            batches,
+            loop,
+            place.device,
+            checkpoint,
+            meta=meta,
+            on_log=lambda it, m: tracker.log_metrics(m, step=it),
+            extra_g_loss=extra_g_loss,
+            validate=make_validate(val, place.device),
+            rank=place.rank,
+            world_size=place.world_size,
+        )
+    finally:
+        if isinstance(batches, Prefetch):
+            batches.close()
+
+
+def finish(
+    result: TrainResult,
+    place: Place,
+    model_path: Path,
+    checkpoint: Path,
+    tracker: Run,
+    val: ValSet | None,
+    sample_name: str,
+    train_groups: int,
+    *,
+    arch: str,
+    arch_kwargs: Mapping[str, Any],
+    **meta: Any,
+) -> dict[str, Any]:
+    """On rank 0: write the EMA generator (raw G under ``params_g``) as a self-describing model
+    file, log it and an SR sample, drop the checkpoint; return the stage summary."""
+    summary = {"iterations": result.iterations, "resumed_from": result.resumed_from}
+    if place.rank != 0:
+        return summary
+    ema = result.generator_ema if result.generator_ema is not None else result.generator
+    save_model(
+        model_path,
+        arch,
+        arch_kwargs,
+        ema.state_dict(),
+        params_g=result.generator.state_dict(),
+        iterations=result.iterations,
+        **meta,
+    )
+    tracker.log_artifact(model_path, "model")
+    log_sample(tracker, ema, val, sample_name)
+    checkpoint.unlink(missing_ok=True)  # the model file supersedes it
+    return {
+        **summary,
+        "train_groups": train_groups,
+        "world_size": place.world_size,
+        **{f"final_{k}": round(v, 6) for k, v in result.last_metrics.items()},
+    }
+
+
 def sr_main(
     stage: str,
     run: Callable[..., dict[str, Any]],
@@ -308,30 +385,48 @@ def sr_main(
 # --------------------------------------------------------------------------- this stage
 
 
-def loop_config(params: Params, arch: str, name: str) -> LoopConfig:
-    """L1-only loop settings for ``arch`` (SPEC §7 stage 1: no D, EMA, Adam, MultiStepLR)."""
-    cfg, shared = params.pretrain_sr, params.train_sr
+def gan_loop_config(params: Params, arch: str, name: str) -> LoopConfig:
+    """GAN loop settings for ``arch`` (SPEC §7 stage 2: same Adam lr for G and D)."""
+    cfg = params.train_sr
     return LoopConfig(
+        iterations=cfg.iterations,
+        lr_g=cfg.lr,
+        lr_d=cfg.lr,
+        betas=cfg.betas,
+        milestones=cfg.milestones[arch],
+        gamma=cfg.gamma,
+        loss_l1=cfg.loss_l1,
+        loss_perceptual=cfg.loss_perceptual,
+        loss_gan=cfg.loss_gan,
+        ema_decay=cfg.ema_decay,
+        queue_size=cfg.queue_size[arch],
+        checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every,
+        val_every=cfg.val_every,
+        seed=params.seed,
+        name=name,
+        amp_bf16=cfg.amp_bf16,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    )
+
+
+def loop_config(params: Params, arch: str, name: str) -> LoopConfig:
+    """L1-only loop settings for ``arch`` (SPEC §7 stage 1: no D, EMA, Adam, MultiStepLR): the
+    GAN stage's settings with this stage's schedule and no perceptual or GAN term. SPEC §5: the
+    pre-training's model class (Ours_Model) pools pairs like the GAN stage."""
+    cfg = params.pretrain_sr
+    return dataclasses.replace(
+        gan_loop_config(params, arch, name),
         iterations=cfg.iterations,
         lr_g=cfg.lr[arch],
         lr_d=0.0,
-        betas=shared.betas,
         milestones=cfg.milestones[arch],
         gamma=cfg.gamma,
         loss_l1=1.0,
         loss_perceptual=0.0,
         loss_gan=0.0,
         ema_decay=cfg.ema_decay,
-        # SPEC §5: the pre-training's model class (Ours_Model) pools pairs like the GAN stage.
-        queue_size=shared.queue_size[arch],
-        checkpoint_every=shared.checkpoint_every,
-        log_every=shared.log_every,
-        val_every=shared.val_every,
-        seed=params.seed,
-        name=name,
-        amp_bf16=shared.amp_bf16,
-        channels_last=shared.channels_last,
-        compile=shared.compile,
     )
 
 
@@ -382,50 +477,34 @@ def run(
             "gt_size": cfg.gt_size,
             "hflip": params.train_sr.hflip,
         }
-        batches = batches_for(next_batch, loop.iterations, place.device)
-        try:
-            result = train(
-                generator,
-                None,
-                None,
-                batches,
-                loop,
-                place.device,
-                CHECKPOINTS / f"{item}.pt",
-                meta=meta,
-                on_log=lambda it, m: tracker.log_metrics(m, step=it),
-                validate=make_validate(val, place.device),
-                rank=place.rank,
-                world_size=place.world_size,
-            )
-        finally:
-            if isinstance(batches, Prefetch):
-                batches.close()
-    summary = {"iterations": result.iterations, "resumed_from": result.resumed_from}
-    if place.rank != 0:
-        return summary
-    ema = result.generator_ema if result.generator_ema is not None else result.generator
-    save_model(
+        result = fit(
+            generator,
+            None,
+            None,
+            next_batch,
+            loop,
+            place,
+            CHECKPOINTS / f"{item}.pt",
+            meta,
+            tracker,
+            val,
+        )
+    return finish(
+        result,
+        place,
         outputs["model"],
-        arch,
-        arch_kwargs,
-        ema.state_dict(),
-        params_g=result.generator.state_dict(),
+        CHECKPOINTS / f"{item}.pt",
+        tracker,
+        val,
+        f"{arch}-l1",
+        len(train_rows),
+        arch=arch,
+        arch_kwargs=arch_kwargs,
         stage=STAGE,
         mode="l1",
-        iterations=result.iterations,
         label_source=source,
         degradation=to_dict(spec),
     )
-    tracker.log_artifact(outputs["model"], "model")
-    log_sample(tracker, ema, val, f"{arch}-l1")
-    (CHECKPOINTS / f"{item}.pt").unlink(missing_ok=True)  # the model file supersedes it
-    return {
-        **summary,
-        "train_groups": len(train_rows),
-        "world_size": place.world_size,
-        **{f"final_{k}": round(v, 6) for k, v in result.last_metrics.items()},
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -33,26 +33,24 @@ from hggt.archs.discriminator import UNetDiscriminatorSN
 from hggt.gtdata import GT_MODES, make_extra_g_loss, make_sr_batches, select_groups
 from hggt.io import sha256_file
 from hggt.losses import PerceptualLoss, load_vgg19
-from hggt.models import load_model, save_model
+from hggt.models import load_model
 from hggt.params import Params, to_dict
 from hggt.seeding import seeded_build
 from hggt.stages.pretrain_sr import (
     SR_ARCHS,
-    Prefetch,
-    batches_for,
     data_identity,
     distributed,
+    finish,
+    fit,
+    gan_loop_config,
     group_store,
     label_source,
     load_groups,
-    log_sample,
-    make_validate,
     sr_main,
     validation_set,
 )
 from hggt.stages.synthesize_lr import lr_spec
 from hggt.tracking import Run
-from hggt.train import LoopConfig, train
 
 STAGE = "train_sr"
 ITEMS: dict[str, dict[str, str]] = {
@@ -95,32 +93,6 @@ OUTS = {"model": "data/08_models/${key}.pt"}
 CHECKPOINTS = Path("data/.checkpoints") / STAGE
 
 
-def loop_config(params: Params, arch: str, name: str) -> LoopConfig:
-    """GAN loop settings for ``arch`` (SPEC §7 stage 2: same Adam lr for G and D)."""
-    cfg = params.train_sr
-    return LoopConfig(
-        iterations=cfg.iterations,
-        lr_g=cfg.lr,
-        lr_d=cfg.lr,
-        betas=cfg.betas,
-        milestones=cfg.milestones[arch],
-        gamma=cfg.gamma,
-        loss_l1=cfg.loss_l1,
-        loss_perceptual=cfg.loss_perceptual,
-        loss_gan=cfg.loss_gan,
-        ema_decay=cfg.ema_decay,
-        queue_size=cfg.queue_size[arch],
-        checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every,
-        val_every=cfg.val_every,
-        seed=params.seed,
-        name=name,
-        amp_bf16=cfg.amp_bf16,
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
-    )
-
-
 def run(
     params: Params, inputs: Mapping[str, Path], outputs: Mapping[str, Path], tracker: Run, item: str
 ) -> dict[str, Any]:
@@ -145,7 +117,7 @@ def run(
     vgg = load_vgg19(params.train_enhancer.vgg_weights)
     perceptual = PerceptualLoss(vgg, params.train_enhancer.perceptual_layers)
     name = f"{STAGE}@{item}"
-    loop = loop_config(params, arch, name)
+    loop = gan_loop_config(params, arch, name)
     init_sha = sha256_file(inputs["pretrained"])
     with distributed(cfg.device) as place:
         tracker.set_tags(
@@ -196,54 +168,38 @@ def run(
             "loss_neg": cfg.loss_neg if mode == "posneg" else 0.0,
             "neg_map": [cfg.neg_ksize, cfg.neg_power],
         }
-        batches = batches_for(next_batch, loop.iterations, place.device)
-        try:
-            result = train(
-                generator.train(),
-                discriminator,
-                perceptual,
-                batches,
-                loop,
-                place.device,
-                CHECKPOINTS / f"{item}.pt",
-                meta=meta,
-                on_log=lambda it, m: tracker.log_metrics(m, step=it),
-                extra_g_loss=make_extra_g_loss(mode, cfg.loss_neg),
-                validate=make_validate(val, place.device),
-                rank=place.rank,
-                world_size=place.world_size,
-            )
-        finally:
-            if isinstance(batches, Prefetch):
-                batches.close()
-    summary = {"iterations": result.iterations, "resumed_from": result.resumed_from}
-    if place.rank != 0:
-        return summary
-    ema = result.generator_ema if result.generator_ema is not None else result.generator
-    save_model(
+        result = fit(
+            generator.train(),
+            discriminator,
+            perceptual,
+            next_batch,
+            loop,
+            place,
+            CHECKPOINTS / f"{item}.pt",
+            meta,
+            tracker,
+            val,
+            extra_g_loss=make_extra_g_loss(mode, cfg.loss_neg),
+        )
+    return finish(
+        result,
+        place,
         outputs["model"],
-        arch,
-        arch_kwargs,
-        ema.state_dict(),
-        params_g=result.generator.state_dict(),
+        CHECKPOINTS / f"{item}.pt",
+        tracker,
+        val,
+        item,
+        len(train_rows),
+        arch=arch,
+        arch_kwargs=arch_kwargs,
         stage=STAGE,
         mode=mode,
-        iterations=result.iterations,
         label_source=source,
         init=str(inputs["pretrained"]),
         init_sha256=init_sha,
         vgg_weights=vgg.weights_id,
         degradation=to_dict(spec),
     )
-    tracker.log_artifact(outputs["model"], "model")
-    log_sample(tracker, ema, val, item)
-    (CHECKPOINTS / f"{item}.pt").unlink(missing_ok=True)  # the model file supersedes it
-    return {
-        **summary,
-        "train_groups": len(train_rows),
-        "world_size": place.world_size,
-        **{f"final_{k}": round(v, 6) for k, v in result.last_metrics.items()},
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
