@@ -90,12 +90,15 @@ def stage_main(
     with tracking.open_run(params.tracking, run_name(key) if run_name else full, full) as tracker:
         tracker.log_params(select(params, keys))
         summary = run(params, inputs, outputs, tracker, **kwargs)
-        summary = {**summary, "seconds": round(time.perf_counter() - start, 3)}
+        seconds = round(time.perf_counter() - start, 3)
         tracker.log_metrics({k: v for k, v in summary.items() if _is_number(v)})
-    # Wall time varies run to run; DVC metrics are cache: false so this never dirties the DAG.
+        tracker.log_metrics({"seconds": seconds})
+    # The DVC metrics file holds only what the params determine, so two runs give the same
+    # dvc.lock; wall time goes to MLflow and to an undeclared file beside it.
     write_json(METRICS_DIR / f"{full}.json", summary)
-    print(f"{full}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
-    return summary
+    write_json(METRICS_DIR / "timings" / f"{full}.json", {"seconds": seconds})
+    print(f"{full}: " + ", ".join(f"{k}={v}" for k, v in {**summary, "seconds": seconds}.items()))
+    return {**summary, "seconds": seconds}
 
 
 def _is_number(v: Any) -> bool:
