@@ -45,6 +45,7 @@ from hggt.degrade import apply
 from hggt.gtdata import VERSIONS, GroupStore, make_sr_batches, select_groups
 from hggt.io import read_parquet, read_rgb, write_png
 from hggt.losses import PerceptualLoss
+from hggt.metrics import psnr
 from hggt.models import build, save_model
 from hggt.params import Degradation, Params, load_params, to_dict
 from hggt.seeding import seeded_build
@@ -144,16 +145,6 @@ def validation_set(
         lrs.append(apply(hr, draw(seed, str(gid), spec, hr.shape[:2])))
         hrs.append(hr)
     return ValSet(tuple(ids), tuple(lrs), tuple(hrs))
-
-
-def psnr(img: np.ndarray, ref: np.ndarray, crop_border: int) -> float:
-    """RGB PSNR in dB on 0–255 after dropping ``crop_border`` pixels per side (BasicSR's
-    ``calculate_psnr``, as hggt.metrics; local so SR training does not depend on that module)."""
-    c = crop_border
-    a = img[c : img.shape[0] - c, c : img.shape[1] - c].astype(np.float64)
-    b = ref[c : ref.shape[0] - c, c : ref.shape[1] - c].astype(np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
 
 
 def super_resolve(model: nn.Module, lr: np.ndarray, device: torch.device) -> np.ndarray:
