@@ -230,8 +230,11 @@ def test_labels_made_offline_arrive_when_the_api_returns(live, context, shot):
     page.route("**/api/events", lambda route: route.abort())
     for key in ("p", "s", "n"):
         page.keyboard.press(key)
-    page.wait_for_selector("#save-status[data-state='offline']", timeout=10_000)
-    assert page.text_content("#save-status") == "offline · 3 pending"
+    # Wait for the text rather than read it once: CI once read "2 pending" here, the status
+    # shown after the first failed POST but before the third key's record() had run.
+    page.wait_for_selector(
+        "#save-status[data-state='offline']:text-is('offline · 3 pending')", timeout=10_000
+    )
     shot(page, "offline")
     assert stored(live, aid)[0] == [None] * 4
     # Even a reload while the API is still unreachable keeps them (localStorage outbox).
