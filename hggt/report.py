@@ -472,9 +472,16 @@ CURVE_KEYS = ("l1", "perceptual", "gan_g", "neg", "d_real", "d_fake", "val_psnr"
 def training_curves(
     curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], empty_note: str = ""
 ) -> bytes:
+    """``curves_figure`` as PNG bytes."""
+    return png_bytes(curves_figure(curves, empty_note))
+
+
+def curves_figure(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], empty_note: str = ""
+):  # noqa: ANN201 - a matplotlib Figure
     """One panel per logged quantity (l1, perceptual, gan_g, neg, d_real, d_fake, val_psnr),
-    one line per run; without any curve, a panel that says ``empty_note`` (so the file, which
-    ``dvc plots`` shows, always exists)."""
+    one line per run, a run's colour the same in every panel; without any curve, a panel that
+    says ``empty_note`` (so the file, which ``dvc plots`` shows, always exists)."""
     keys = [k for k in CURVE_KEYS if any(curves[r].get(k) for r in curves)]
     if not keys:
         fig = _new_figure(6, 1.2)
@@ -482,28 +489,31 @@ def training_curves(
         ax.set_axis_off()
         text = empty_note or "no training curves"
         ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True)
-        return png_bytes(fig)
+        return fig
     n = max(1, len(keys))
     cols = min(4, n)
     nrows = -(-n // cols)
     fig = _new_figure(3.0 * cols, 2.4 * nrows)
-    axes = fig.subplots(nrows, cols, squeeze=False).flat
+    axes = list(fig.subplots(nrows, cols, squeeze=False).flat)
+    # One colour per run in every panel (the legend is drawn once), even where a run has no
+    # line, e.g. ``neg`` exists only for the posneg runs.
+    colours = {run: f"C{i}" for i, run in enumerate(sorted(curves))}
     for ax, key in zip(axes, keys, strict=False):
         for run in sorted(curves):
             pts = curves[run].get(key)
             if pts:
                 steps, vals = zip(*pts, strict=True)
-                ax.plot(steps, vals, lw=1.0, label=run)
+                ax.plot(steps, vals, lw=1.0, label=run, color=colours[run])
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("iteration", fontsize=7)
-    for ax in list(axes)[len(keys) :]:
+    for ax in axes[len(keys) :]:
         ax.set_visible(False)
     first = fig.axes[0]
     if first.get_legend_handles_labels()[0]:
         first.legend(fontsize=6)
     fig.tight_layout()
-    return png_bytes(fig)
+    return fig
 
 
 # --------------------------------------------------------------------------- documents

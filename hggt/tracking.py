@@ -241,15 +241,3 @@ def find_run(cfg: Tracking, run_name: str, root: str | Path = ".") -> Run | None
         return None
     client, _ = _client_and_experiment(cfg, root)
     return Run(client, runs[0].run_id)
-
-
-def metric_history(
-    cfg: Tracking, run_id: str, key: str, root: str | Path = "."
-) -> list[tuple[int, float]]:
-    """Every logged ``(step, value)`` of one metric of one run, sorted by step (the per-step
-    training losses); empty when tracking is disabled."""
-    if not cfg.enabled:
-        return []
-    client, _ = _client_and_experiment(cfg, root)
-    points = client.get_metric_history(run_id, key)
-    return sorted((int(p.step), float(p.value)) for p in points)

@@ -27,7 +27,7 @@ import inspect
 import io
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +99,7 @@ class TrainResult:
     resumed_from: int
     last_metrics: dict[str, float]
     seconds: float
+    history: tuple[tuple[int, dict[str, float]], ...] = ()
 
 
 def auto_device(name: str) -> torch.device:
@@ -234,6 +235,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def history_csv(history: Sequence[tuple[int, Mapping[str, float]]]) -> str:
+    """``TrainResult.history`` as CSV: ``step`` and one column per logged key (sorted), one row
+    per step in order (a log window and a validation at the same step share a row; blank where
+    a key was not logged at that step). Floats as ``repr``: the file is byte-stable."""
+    keys = sorted({k for _, m in history for k in m})
+    rows: dict[int, dict[str, float]] = {}
+    for it, m in history:
+        rows.setdefault(int(it), {}).update(m)
+    lines = [",".join(("step", *keys))]
+    for it in sorted(rows):
+        lines.append(
+            ",".join((str(it), *(repr(float(rows[it][k])) if k in rows[it] else "" for k in keys)))
+        )
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -263,7 +280,9 @@ def train(
             ``meta`` equals ``meta``. Written every ``cfg.checkpoint_every`` iterations and at the end.
         meta: identity of the run (config, architecture); stored in every checkpoint.
         on_log: called every ``cfg.log_every`` iterations with the window's mean losses and lrs
-            (means over all ranks), and after each validation with its metrics.
+            (means over all ranks), and after each validation with its metrics. Every such call
+            is also kept in ``TrainResult.history``, which checkpoints carry: a resumed run
+            returns the history an uninterrupted one would.
         extra_g_loss: ``(sr, batch) -> {name: weighted loss}`` added to the generator loss.
         validate: ``(iteration, model) -> metrics``, called every ``cfg.val_every`` iterations
             and at the end with the EMA generator (the generator when there is no EMA) in eval
@@ -307,9 +326,14 @@ def train(
     pool = PairPool(cfg.queue_size, cfg.seed, cfg.name)
 
     start_it = 0
+    logs: dict[str, Any] = {"history": [], "last": {}, "last_val": {}, "sums": {}, "counts": {}}
     if checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path)
-        if state.get("meta") == meta and state.get("loop") == dataclasses.asdict(cfg):
+        if (
+            state.get("meta") == meta
+            and state.get("loop") == dataclasses.asdict(cfg)
+            and "logs" in state
+        ):
             g.load_state_dict(state["g"])
             opt_g.load_state_dict(state["opt_g"])
             sched_g.load_state_dict(state["sched_g"])
@@ -321,6 +345,7 @@ def train(
                 g_ema.load_state_dict(state["g_ema"])
             pool.load_state_dict(state["pool"], device)
             start_it = int(state["iteration"])
+            logs = state["logs"]
             log.info("%s: resuming from iteration %d (%s)", cfg.name, start_it, checkpoint_path)
         elif main_rank:
             log.warning(
@@ -341,6 +366,10 @@ def train(
     d_frozen = _unwrap(d) if d is not None else None
 
     def checkpoint(it: int) -> None:
+        # Every rank gets here at the same iteration: the open log window's sums are averaged
+        # over ranks (a resumed rank restores that average, which leaves the next mean as it
+        # would have been), then rank 0 writes.
+        window = _global_means(sums, world_size)
         if not main_rank:
             return
         state = {
@@ -358,6 +387,14 @@ def train(
             )
         if g_ema is not None:
             state["g_ema"] = g_ema.state_dict()
+        state["logs"] = {
+            "history": history,
+            "last": last,
+            "last_val": last_val,
+            # The open log window, so that the first mean after a resume is the same mean.
+            "sums": {k: v.detach().to("cpu") for k, v in window.items()},
+            "counts": counts,
+        }
         save_checkpoint(checkpoint_path, state)
 
     g_fwd = torch.compile(g) if cfg.compile else g
@@ -366,10 +403,16 @@ def train(
         if cfg.amp_bf16 and device.type == "cuda"
         else nullcontext()
     )
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    last: dict[str, float] = {}
-    last_val: dict[str, float] = {}
+    history: list[tuple[int, dict[str, float]]] = [(int(i), dict(m)) for i, m in logs["history"]]
+    sums: dict[str, torch.Tensor] = {k: v.to(device) for k, v in logs["sums"].items()}
+    counts: dict[str, int] = dict(logs["counts"])
+    last: dict[str, float] = dict(logs["last"])
+    last_val: dict[str, float] = dict(logs["last_val"])
+
+    def emit(it: int, metrics: dict[str, float]) -> None:
+        history.append((it, dict(metrics)))
+        if on_log is not None:
+            on_log(it, metrics)
 
     def run_validation(it: int) -> None:
         nonlocal last_val
@@ -379,8 +422,7 @@ def train(
         with torch.no_grad():
             last_val = {k: float(v) for k, v in validate(it, model).items()}
         model.train(was_training)
-        if on_log is not None:
-            on_log(it, last_val)
+        emit(it, last_val)
 
     started = time.perf_counter()
     g.train()
@@ -442,8 +484,8 @@ def train(
             last["lr_g"] = opt_g.param_groups[0]["lr"]
             if opt_d is not None:
                 last["lr_d"] = opt_d.param_groups[0]["lr"]
-            if on_log is not None and main_rank:
-                on_log(done, last)
+            if main_rank:
+                emit(done, last)
             sums, counts = {}, {}
         if validate is not None and main_rank:
             if (cfg.val_every and done % cfg.val_every == 0) or done == cfg.iterations:
@@ -465,4 +507,5 @@ def train(
         start_it,
         {**last, **last_val},
         time.perf_counter() - started,
+        tuple(history),
     )

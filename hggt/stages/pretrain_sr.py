@@ -10,7 +10,8 @@ validated every ``train_sr.val_every`` iterations on a few fixed test groups (LR
 ``synthesize_lr`` does, PSNR of the SR against the original patch).
 Reads ``data/06_dataset/groups.parquet`` and the patches it names (``data/04_patches``); writes
 the self-describing model ``data/08_models/<arch>-l1.pt`` (EMA weights under ``params``, the raw
-generator under ``params_g``). A killed run resumes from ``data/.checkpoints/pretrain_sr/<arch>.pt``.
+generator under ``params_g``) and its per-step log ``data/08_models/<arch>-l1.csv`` (losses,
+learning rates, validation PSNR; resumes keep it whole). A killed run resumes from ``data/.checkpoints/pretrain_sr/<arch>.pt``.
 Runs data-parallel under ``torchrun --nproc_per_node N -m hggt.stages.pretrain_sr --item rrdb``.
 Params: ``seed``, ``pretrain_sr.*`` (this arch's batch, lr and milestones), the shared compute
 settings and network sizes in ``train_sr.*``, ``synthesize_lr.degradation``/``preset``.
@@ -43,7 +44,7 @@ from torch import nn
 from hggt.data import to_tensor, to_uint8
 from hggt.degrade import apply
 from hggt.gtdata import VERSIONS, GroupStore, make_sr_batches, select_groups
-from hggt.io import read_parquet, read_rgb, write_png
+from hggt.io import atomic_write_bytes, read_parquet, read_rgb, write_png
 from hggt.losses import PerceptualLoss
 from hggt.metrics import psnr
 from hggt.models import build, save_model
@@ -52,7 +53,7 @@ from hggt.seeding import seeded_build
 from hggt.stages.common import resolve, stage_main
 from hggt.stages.synthesize_lr import draw, lr_spec
 from hggt.tracking import Run
-from hggt.train import Batch, LoopConfig, TrainResult, auto_device, train
+from hggt.train import Batch, LoopConfig, TrainResult, auto_device, history_csv, train
 
 STAGE = "pretrain_sr"
 SR_ARCHS: tuple[str, ...] = ("rrdb", "swinir")  # SPEC §7
@@ -81,7 +82,10 @@ PARAMS = (
     "synthesize_lr.preset",
 )
 DEPS = {"dataset": "data/06_dataset"}
-OUTS = {"model": "data/08_models/${item.arch}-l1.pt"}
+OUTS = {
+    "model": "data/08_models/${item.arch}-l1.pt",
+    "history": "data/08_models/${item.arch}-l1.csv",
+}
 CHECKPOINTS = Path("data/.checkpoints") / STAGE
 
 VAL_GROUPS = 4  # fixed test groups (the first by group id) for the periodic validation PSNR
@@ -311,6 +315,7 @@ def finish(
     result: TrainResult,
     place: Place,
     model_path: Path,
+    history_path: Path,
     checkpoint: Path,
     tracker: Run,
     val: ValSet | None,
@@ -322,7 +327,8 @@ def finish(
     **meta: Any,
 ) -> dict[str, Any]:
     """On rank 0: write the EMA generator (raw G under ``params_g``) as a self-describing model
-    file, log it and an SR sample, drop the checkpoint; return the stage summary."""
+    file and the per-step log as CSV (``history_path``: the report's training curves), log them
+    and an SR sample, drop the checkpoint; return the stage summary."""
     summary = {"iterations": result.iterations, "resumed_from": result.resumed_from}
     if place.rank != 0:
         return summary
@@ -336,7 +342,9 @@ def finish(
         iterations=result.iterations,
         **meta,
     )
+    atomic_write_bytes(history_path, history_csv(result.history).encode("utf-8"))
     tracker.log_artifact(model_path, "model")
+    tracker.log_artifact(history_path, "model")
     log_sample(tracker, ema, val, sample_name)
     checkpoint.unlink(missing_ok=True)  # the model file supersedes it
     return {
@@ -484,6 +492,7 @@ def run(
         result,
         place,
         outputs["model"],
+        outputs["history"],
         CHECKPOINTS / f"{item}.pt",
         tracker,
         val,

@@ -3,8 +3,9 @@
 Reads the means of every ``evaluate@…`` run (``data/09_eval/<run>/metrics.json``; a run whose
 file is absent is marked "—, run missing", never an error), its SR images, the dataset
 (``data/06_dataset/groups.parquet`` and the patches it names, ``data/04_patches``), the LR inputs
-and their degradations (``data/07_lr``) and, when tracking is on, the per-step training losses
-of the MLflow runs named ``<arch>-<mode>``. Writes:
+and their degradations (``data/07_lr``) and the per-step training logs of ``train_sr``
+(``data/08_models/<arch>-<mode>.csv``; DVC-tracked, so the report does not depend on what an
+MLflow store happens to hold). Writes:
 
 * ``reports/report.md`` and ``reports/report.html`` (inline CSS, figures as base64 PNG, no
   scripts, nothing fetched): the label source first (proxy labels are "simulated, not human
@@ -18,11 +19,12 @@ of the MLflow runs named ``<arch>-<mode>``. Writes:
   ``dvc plots`` definitions in dvc.yaml.
 
 Nothing in the outputs depends on the clock. Params: ``report.*``, ``evaluate.crop_border``,
-``evaluate.test_y_channel``, ``evaluate.lpips_net``, ``tracking.*``. DVC: ``dvc repro report``.
+``evaluate.test_y_channel``, ``evaluate.lpips_net``. DVC: ``dvc repro report``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -34,7 +36,6 @@ import pandas as pd
 import torch
 
 from hggt import report as rp
-from hggt import tracking
 from hggt.io import atomic_dir, atomic_write_bytes, read_parquet, read_rgb
 from hggt.labels import ENHANCED
 from hggt.negative import negative_maps
@@ -50,13 +51,13 @@ PARAMS = (
     "evaluate.crop_border",
     "evaluate.test_y_channel",
     "evaluate.lpips_net",
-    "tracking",
 )
 DEPS = {
     "dataset": "data/06_dataset",
     "patches": "data/04_patches",
     "lr": "data/07_lr",
     "eval": "data/09_eval",
+    "models": "data/08_models",  # only the train_sr logs <arch>-<mode>.csv (see dvc.yaml)
 }
 OUTS = {
     "markdown": "reports/report.md",
@@ -206,27 +207,29 @@ def fig4(lr_dir: Path) -> rp.FigureDoc:
     return rp.FigureDoc("fig4_lr_inputs", "Synthesised LR inputs", caption, rp.lr_panel(items))
 
 
-def read_curves(params: Params) -> tuple[dict[str, dict[str, list[tuple[int, float]]]], str]:
-    """Per-step training losses of the newest FINISHED MLflow run of each ``<arch>-<mode>``;
-    returns (curves, a note saying what was found)."""
-    if not params.tracking.enabled:
-        return {}, "Tracking is disabled (tracking.enabled: false): no training curves."
-    records = tracking.experiment_runs(params.tracking, TRAINED_RUNS)
-    newest: dict[str, tracking.RunRecord] = {}
-    for rec in records:  # newest first
-        if rec.name not in newest and any(k in rec.metrics for k in rp.CURVE_KEYS):
-            newest[rec.name] = rec
+def read_history(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """A training stage's per-step log (``hggt.train.history_csv``) as ``{key: [(step, value)]}``
+    for the keys in ``CURVE_KEYS`` (blank cells skipped)."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)]
+        for k in rp.CURVE_KEYS
+        if any(r.get(k) for r in rows)
+    }
+
+
+def read_curves(models: Path) -> tuple[dict[str, dict[str, list[tuple[int, float]]]], str]:
+    """Per-step training losses of each ``<arch>-<mode>`` from ``models/<run>.csv`` (written by
+    ``train_sr``); returns (curves, a note saying what was found)."""
     curves = {
-        name: {
-            k: tracking.metric_history(params.tracking, rec.run_id, k)
-            for k in rp.CURVE_KEYS
-            if k in rec.metrics
-        }
-        for name, rec in sorted(newest.items())
+        name: read_history(models / f"{name}.csv")
+        for name in TRAINED_RUNS
+        if (models / f"{name}.csv").is_file()
     }
     missing = [r for r in TRAINED_RUNS if r not in curves]
-    note = f"Training curves read from MLflow experiment {params.tracking.experiment!r}"
-    note += f"; no training run found for {', '.join(missing)}." if missing else "."
+    note = f"Training curves from the train_sr logs in {models}"
+    note += f"; no log found for {', '.join(missing)}." if missing else "."
     return curves, note
 
 
@@ -272,7 +275,7 @@ def run(
         f"{'Y-channel' if ev.test_y_channel else 'RGB'} PSNR/SSIM (BasicSR convention), "
         f"LPIPS-{ev.lpips_net} v0.1 and DISTS, all with crop_border {ev.crop_border}"
     )
-    curves, curve_note = read_curves(params)
+    curves, curve_note = read_curves(inputs["models"])
     figures = [
         rp.FigureDoc(
             "metric_bars",
@@ -286,7 +289,7 @@ def run(
         rp.FigureDoc(
             "training_curves",
             "Training curves",
-            "Per-step losses of the GAN fine-tuning (train_sr), as logged to MLflow.",
+            "Per-step losses of the GAN fine-tuning (train_sr), from its logs.",
             rp.training_curves(curves, curve_note),
             curve_note,
         ),

@@ -12,7 +12,8 @@ generator term. The VGG weights and layers are the enhancers' (``train_enhancer.
 Reads ``data/06_dataset/groups.parquet`` (+ the patches it names) and
 ``data/08_models/<arch>-l1.pt``; writes ``data/08_models/<arch>-<mode>.pt`` (EMA weights under
 ``params``, the raw generator under ``params_g``, with arch, arch_kwargs, mode, iterations,
-label_source). Logs to an MLflow run named ``<arch>-<mode>`` (tag ``label_source``: ``proxy``
+label_source) and the per-step log ``data/08_models/<arch>-<mode>.csv`` (the report's training
+curves; resumes keep it whole). Logs to an MLflow run named ``<arch>-<mode>`` (tag ``label_source``: ``proxy``
 marks simulated labels): params, per-step losses and learning rates, validation PSNR every
 ``train_sr.val_every`` iterations, an SR sample and the model file. A killed run resumes from
 ``data/.checkpoints/train_sr/<arch>-<mode>.pt``.
@@ -89,7 +90,7 @@ PARAMS = (
     "synthesize_lr.preset",
 )
 DEPS = {"dataset": "data/06_dataset", "pretrained": "data/08_models/${item.arch}-l1.pt"}
-OUTS = {"model": "data/08_models/${key}.pt"}
+OUTS = {"model": "data/08_models/${key}.pt", "history": "data/08_models/${key}.csv"}
 CHECKPOINTS = Path("data/.checkpoints") / STAGE
 
 
@@ -185,6 +186,7 @@ def run(
         result,
         place,
         outputs["model"],
+        outputs["history"],
         CHECKPOINTS / f"{item}.pt",
         tracker,
         val,

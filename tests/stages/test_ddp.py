@@ -191,7 +191,10 @@ def test_torchrun_stage_equals_single_process_stage(params, tmp_path):
         pretrain_sr.run(
             p,
             {"dataset": dataset},
-            {"model": root / "data/08_models/rrdb-l1.pt"},
+            {
+                "model": root / "data/08_models/rrdb-l1.pt",
+                "history": root / "data/08_models/rrdb-l1.csv",
+            },
             Run(),
             item="rrdb",
         )

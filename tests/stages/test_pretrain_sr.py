@@ -18,7 +18,7 @@ from hggt.models import load_model
 from hggt.params import Discriminator, Params, Rrdb, SwinIR, to_dict
 from hggt.stages import pretrain_sr, synthesize_lr
 from hggt.tracking import Run
-from hggt.train import Batch
+from hggt.train import Batch, history_csv
 
 VERS = ("original", "01", "02", "03", "04")
 PATCH = 48  # patch side; the tiny runs crop 32² windows (LR 8²)
@@ -137,7 +137,10 @@ def test_pretrain_writes_ema_model_and_logs(params, dataset, tmp_path, arch):
     p = tiny_params(params)
     out = tmp_path / "data/08_models" / f"{arch}-l1.pt"
     rec = Recorder()
-    summary = pretrain_sr.run(p, {"dataset": dataset}, {"model": out}, rec, item=arch)
+    history = out.with_suffix(".csv")
+    summary = pretrain_sr.run(
+        p, {"dataset": dataset}, {"model": out, "history": history}, rec, item=arch
+    )
 
     model, blob = load_model(out)
     assert blob["arch"] == arch and blob["mode"] == "l1" and blob["iterations"] == 4
@@ -173,8 +176,13 @@ def test_pretrain_writes_ema_model_and_logs(params, dataset, tmp_path, arch):
         ]
     )
     assert summary["final_val_psnr"] == pytest.approx(expected, abs=1e-5)
-    assert ("model", out.name) in rec.artifacts
+    assert ("model", out.name) in rec.artifacts and ("model", history.name) in rec.artifacts
     assert ("samples", f"{arch}-l1_lr_sr_original.png") in rec.artifacts
+    # The DVC-tracked log holds exactly what went to the tracker.
+    assert history.read_text() == history_csv(rec.metrics)
+    assert [line.split(",")[0] for line in history.read_text().splitlines()] == [
+        "step", "1", "2", "3", "4"
+    ]  # fmt: skip
     assert not (pretrain_sr.CHECKPOINTS / f"{arch}.pt").exists()
 
 
@@ -195,7 +203,7 @@ def test_missing_dataset_is_named(params, tmp_path):
         pretrain_sr.run(
             tiny_params(params),
             {"dataset": tmp_path / "nope"},
-            {"model": tmp_path / "m.pt"},
+            {"model": tmp_path / "m.pt", "history": tmp_path / "m.csv"},
             Run(),
             item="rrdb",
         )

@@ -17,18 +17,35 @@ import pytest
 from hggt import report as rp
 from hggt.io import read_rgb, write_json, write_png
 from hggt.stages import report
+from hggt.train import history_csv
 from hggt.upscale import bicubic
 from tests.stages.test_evaluate import TEST, make_eval_data
 
 MISSING_RUN = "swinir-posneg"
 
 
-def fake_eval(eval_dir: Path, lr_dir: Path, missing: tuple[str, ...] = (MISSING_RUN,)) -> None:
+def fake_history(i: int) -> list[tuple[int, dict[str, float]]]:
+    """A train_sr log: windows at 5 and 10 (the ``i``-th run's l1 offset by ``i``/100), a
+    validation at 10, and an lr column the report does not plot."""
+    return [
+        (5, {"l1": 0.5 + i / 100, "gan_g": 0.1, "lr_g": 1e-4}),
+        (10, {"l1": 0.25 + i / 100, "gan_g": 0.2, "lr_g": 1e-4}),
+        (10, {"val_psnr": 21.0 + i}),
+    ]
+
+
+def fake_eval(
+    eval_dir: Path, lr_dir: Path, missing: tuple[str, ...] = (MISSING_RUN,), models=None
+) -> None:
     """``data/09_eval/<run>/`` for every run but ``missing``: the paper's Table 3 as our
-    positive-GT means (bicubic: made-up values), original-HR means offset by +1 PSNR."""
-    for run in (*report.TRAINED_RUNS, rp.BICUBIC):
+    positive-GT means (bicubic: made-up values), original-HR means offset by +1 PSNR; the
+    training logs ``models/<run>.csv`` of the trained runs present."""
+    for i, run in enumerate((*report.TRAINED_RUNS, rp.BICUBIC)):
         if run in missing:
             continue
+        if models is not None and run != rp.BICUBIC:
+            models.mkdir(parents=True, exist_ok=True)
+            (models / f"{run}.csv").write_text(history_csv(fake_history(i)))
         if run == rp.BICUBIC:
             pos = {"psnr": 21.5, "ssim": 0.6, "lpips": 0.45, "dists": 0.3}
         else:
@@ -56,8 +73,9 @@ def report_paths(out: Path) -> dict[str, Path]:
 def build_report(root: Path, params, missing=(MISSING_RUN,)) -> tuple[dict, dict[str, Path]]:
     """Fixture data + fake evaluation + the report stage; returns (summary, output paths)."""
     data = make_eval_data(root / "data", params)
-    fake_eval(root / "data" / "09_eval", data["lr"] / "images", missing)
-    inputs = {**data, "eval": root / "data" / "09_eval"}
+    models = root / "data" / "08_models"
+    fake_eval(root / "data" / "09_eval", data["lr"] / "images", missing, models)
+    inputs = {**data, "eval": root / "data" / "09_eval", "models": models}
     outputs = report_paths(root / "reports")
     return report.run(params, inputs, outputs), outputs
 
@@ -125,7 +143,7 @@ def test_figures_are_pngs_and_the_html_embeds_them_without_network(built):
     assert "http://" not in html and "https://" not in html and "<script" not in html
     md = out["markdown"].read_text()
     assert all(f"(figures/{n})" in md for n in names)
-    assert "Tracking is disabled" in md  # why there are no curves
+    assert f"no log found for {MISSING_RUN}." in md  # why one run has no curves
 
 
 def test_plots_data_for_dvc(built):
@@ -138,9 +156,29 @@ def test_plots_data_for_dvc(built):
     assert lines[1].startswith("rrdb-original,rrdb,original,22.6388,0.6454,")
     curves = sorted(p.name for p in out["curves"].iterdir())
     assert curves == sorted(f"{r}.csv" for r in report.TRAINED_RUNS)
-    assert (out["curves"] / "rrdb-posneg.csv").read_text() == "step," + ",".join(
+    assert (out["curves"] / MISSING_RUN).with_suffix(".csv").read_text() == "step," + ",".join(
         rp.CURVE_KEYS
     ) + "\n"
+    # rrdb-posneg is the 3rd trained run (i = 2): its log's l1, gan_g and val_psnr, no lr_g.
+    header, *rows = (out["curves"] / "rrdb-posneg.csv").read_text().splitlines()
+    cols = header.split(",")
+    got = [dict(zip(cols, r.split(","), strict=True)) for r in rows]
+    assert [(g["step"], g["l1"], g["gan_g"], g["val_psnr"]) for g in got] == [
+        ("5", "0.52", "0.1", ""),
+        ("10", "0.27", "0.2", "23.0"),
+    ]
+    assert "lr_g" not in cols
+
+
+def test_history_csv_round_trips_through_the_reader(tmp_path):
+    path = tmp_path / "run.csv"
+    path.write_text(history_csv(fake_history(0)))
+    assert path.read_text().splitlines()[0] == "step,gan_g,l1,lr_g,val_psnr"
+    assert report.read_history(path) == {
+        "l1": [(5, 0.5), (10, 0.25)],
+        "gan_g": [(5, 0.1), (10, 0.2)],
+        "val_psnr": [(10, 21.0)],
+    }
 
 
 def test_curves_csv_aligns_steps_and_leaves_gaps_blank():
@@ -160,6 +198,7 @@ def test_report_is_byte_identical_on_a_rerun(built, params, tmp_path):
         "patches": data / "04_patches",
         "lr": data / "07_lr",
         "eval": data / "09_eval",
+        "models": data / "08_models",
     }
     again = report_paths(tmp_path)
     report.run(params, inputs, again)

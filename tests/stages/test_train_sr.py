@@ -18,6 +18,7 @@ from hggt.models import load_model
 from hggt.params import Rrdb, to_dict
 from hggt.stages import pretrain_sr, train_sr
 from hggt.tracking import Run
+from hggt.train import history_csv
 from tests.stages.test_pretrain_sr import Recorder, make_dataset, tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,10 @@ def workdir(tmp_path_factory, params):
             pretrain_sr.run(
                 tiny_params(params),
                 {"dataset": dataset},
-                {"model": root / f"data/08_models/{arch}-l1.pt"},
+                {
+                    "model": root / f"data/08_models/{arch}-l1.pt",
+                    "history": root / f"data/08_models/{arch}-l1.csv",
+                },
                 Run(),
                 item=arch,
             )
@@ -55,7 +59,7 @@ def io_for(root: Path, item: str, out: Path) -> tuple[dict, dict]:
     arch = train_sr.ITEMS[item]["arch"]
     return (
         {"dataset": root / "data/06_dataset", "pretrained": root / f"data/08_models/{arch}-l1.pt"},
-        {"model": out},
+        {"model": out, "history": out.with_suffix(".csv")},
     )
 
 
@@ -92,6 +96,7 @@ def test_trains_each_mode_and_logs(params, here, tmp_path, item, groups):
     assert [s for s, m in rec.metrics if "val_psnr" in m] == [2, 4]
     assert ("model", out.name) in rec.artifacts
     assert ("samples", f"{item}_lr_sr_original.png") in rec.artifacts
+    assert out.with_suffix(".csv").read_text() == history_csv(rec.metrics)
     assert not (train_sr.CHECKPOINTS / f"{item}.pt").exists()
 
 
@@ -188,3 +193,5 @@ def test_sigkill_then_rerun_resumes_to_identical_weights(params, here, tmp_path)
     for key in ("params", "params_g"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs after resume"
+    # The per-step log (the report's curves) is whole and equal too, not restarted at the resume.
+    assert out.with_suffix(".csv").read_bytes() == ref.with_suffix(".csv").read_bytes()

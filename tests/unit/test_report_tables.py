@@ -160,3 +160,27 @@ def test_compare_takes_the_newest_evaluated_run_of_each_name():
     assert "Against the original HR" in table and "run missing" in table
     with pytest.raises(ValueError, match="format"):
         compare.render(found, "json", "positive_gt")
+
+
+def test_curves_figure_keeps_a_runs_colour_and_hides_unused_panels():
+    curves = {
+        "rrdb-original": {"l1": [(1, 0.3), (2, 0.2)]},
+        "rrdb-posneg": {"l1": [(1, 0.4), (2, 0.1)], "neg": [(1, -0.1), (2, -0.2)]},
+    }
+    fig = rp.curves_figure(curves)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["l1", "neg"]
+    assert len(fig.axes) == 2  # 2 keys → one row of 2 panels, nothing left over
+    colour = {
+        (ax.get_title(), line.get_label()): line.get_color() for ax in visible for line in ax.lines
+    }
+    # neg has only rrdb-posneg: it must not take the first colour of the cycle (rrdb-original's).
+    assert colour[("neg", "rrdb-posneg")] == colour[("l1", "rrdb-posneg")]
+    assert colour[("l1", "rrdb-original")] != colour[("l1", "rrdb-posneg")]
+
+
+def test_curves_figure_with_more_panels_than_keys_hides_the_rest():
+    keys = rp.CURVE_KEYS[:5]  # 5 keys → 2 rows of 4, 3 panels unused
+    fig = rp.curves_figure({"r": {k: [(1, 1.0)] for k in keys}})
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == list(keys)
+    assert sum(not ax.get_visible() for ax in fig.axes) == 3

@@ -6,7 +6,7 @@ from torch import nn
 
 from hggt.archs.discriminator import UNetDiscriminatorSN
 from hggt.seeding import seeded_build, torch_generator_for
-from hggt.train import Batch, LoopConfig, PairPool, ema_update, train
+from hggt.train import Batch, LoopConfig, PairPool, ema_update, history_csv, train
 
 CFG = LoopConfig(
     iterations=6,
@@ -74,6 +74,11 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
         g3, d3, None, batches, CFG, torch.device("cpu"), tmp_path / "b.pt", meta={"m": 1}
     )
     assert resumed.resumed_from == 3 and resumed.iterations == 6
+    # The log too: checkpoint_every 3 and log_every 2 leave the window 3..4 open at the
+    # checkpoint, so the resumed mean at 4 is the uninterrupted one only if that window was kept.
+    assert [it for it, _ in full.history] == [2, 4, 6]
+    assert resumed.history == full.history
+    assert resumed.last_metrics == full.last_metrics
     for a, b in zip(
         full.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True
     ):
@@ -220,3 +225,24 @@ def test_l1_warmup_skips_perceptual_gan_and_d(tmp_path):
     assert logs[0][1] == {"l1", "lr_g", "lr_d"} and logs[1][1] == {"l1", "lr_g", "lr_d"}
     assert {"gan_g", "d_real", "d_fake"} <= logs[2][1]
     assert any(not torch.equal(d_before[k], v) for k, v in d.state_dict().items())
+
+
+def test_resumed_at_the_end_keeps_the_final_validation_once(tmp_path):
+    def validate(it, model):
+        return {"val_psnr": float(it)}
+
+    g, d = nets()
+    ckpt = tmp_path / "c.pt"
+    first = train(g, d, None, batches, CFG, torch.device("cpu"), ckpt, validate=validate)
+    g2, d2 = nets()
+    again = train(g2, d2, None, batches, CFG, torch.device("cpu"), ckpt, validate=validate)
+    assert again.resumed_from == CFG.iterations
+    assert again.history == first.history
+    assert [(it, m) for it, m in first.history if "val_psnr" in m] == [(6, {"val_psnr": 6.0})]
+
+
+def test_history_csv_merges_a_step_and_leaves_gaps_blank():
+    text = history_csv(
+        [(2, {"l1": 0.5, "lr_g": 0.001}), (4, {"l1": 0.25}), (4, {"val_psnr": 20.0})]
+    )
+    assert text == "step,l1,lr_g,val_psnr\n2,0.5,0.001,\n4,0.25,,20.0\n"
