@@ -6,8 +6,11 @@ worker or completion order), so outputs are identical for any worker count or ex
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -27,6 +30,22 @@ def worker_count(cfg: Executor, n_items: int) -> int:
     """Workers to use: ``cfg.workers`` (0 = one per core), never more than there are items."""
     wanted = cfg.workers if cfg.workers > 0 else (os.cpu_count() or 1)
     return max(1, min(wanted, n_items))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this process when ``parent`` (the stage process) dies. A pool
+    worker of a SIGKILLed stage would otherwise wait on its queue forever, holding its memory."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    _die_with_parent(parent)
+    _single_thread()
 
 
 def _single_thread() -> None:
@@ -63,7 +82,10 @@ def map_items(
                 bar.update()
             return out
         with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_single_thread
+            workers,
+            mp_context=get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
         ) as pool:
             out = []
             for result in pool.map(fn, items):

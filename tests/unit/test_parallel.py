@@ -1,4 +1,10 @@
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +56,49 @@ def test_dask_local_cluster_equals_local():
     )
     assert got == map_items(keyed_draw, ITEMS, LOCAL, progress=False)
     assert np.isfinite([v for _, v in got]).all()
+
+
+def record_pid_then_sleep(folder: str) -> None:
+    (Path(folder) / str(os.getpid())).touch()
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its reaping is pending
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_pool_workers_die_with_a_sigkilled_stage(tmp_path):
+    """SIGKILL the process that runs map_items: its pool workers must not linger (they would
+    block on their queue forever, holding memory)."""
+    root = Path(__file__).resolve().parents[2]
+    script = (
+        "import sys; from hggt.parallel import map_items; from hggt.params import Executor; "
+        "from tests.unit.test_parallel import record_pid_then_sleep; "
+        "map_items(record_pid_then_sleep, [sys.argv[1]] * 2, "
+        "Executor(kind='local', workers=2, dask_address=''), progress=False)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    stage = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 2:
+            assert stage.poll() is None, "the stage process ended early"
+            assert time.monotonic() < deadline, "workers did not start within 60 s"
+            time.sleep(0.05)
+        workers = [int(p.name) for p in tmp_path.iterdir()]
+        assert all(_alive(w) for w in workers)
+    finally:
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [w for w in workers if _alive(w)]
+    for w in left:  # do not leak them into the rest of the run
+        os.kill(w, signal.SIGKILL)
+    assert left == [], f"pool workers {left} outlived their SIGKILLed parent"
